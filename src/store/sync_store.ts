@@ -1,0 +1,240 @@
+/**
+ * Push and pull: the only SQL of the sync core. Every query runs inside the user's RLS transaction
+ * (`withUser`) and also filters `user_id` explicitly.
+ *
+ * The cursor guarantee rests on three things done here:
+ * - a push locks the user's clock row first (`INSERT … ON CONFLICT DO UPDATE`), so one user's pushes
+ *   are serialized and commit in the order they stamp;
+ * - under that lock it stamps its rows `greatest(clock_timestamp(), last + 1µs)`, +1µs per row;
+ * - `syncedUntil` is the committed clock (or the last row of a full page), read in the same
+ *   statement — the same snapshot — as the rows.
+ */
+import type { Change, PushRequest } from "../sync/change.ts";
+import { type Conflict, mergeChange, type RecordState } from "../sync/merge.ts";
+import { type LogRow, toStored, toWire, type WireChange } from "../sync/wire.ts";
+import { type Db, type Sql, withUser } from "./db.ts";
+
+export interface Page {
+  serverChanges: WireChange[];
+  syncedUntil: string;
+  hasMore: boolean;
+}
+
+export interface PushResult extends Page {
+  conflicts: Conflict[];
+  /** Distinct tables the push touched, in first-seen order (for notifications). */
+  tables: string[];
+  /** How many changes were stored (changes with an already-stored eventId are not). */
+  stored: number;
+}
+
+export interface PushInput {
+  userId: string;
+  appId: string;
+  request: PushRequest;
+  /** ISO time of receipt: the LWW time of hard deletes and of inserts that carry no time. */
+  receivedAt: string;
+  /** Most server changes returned with the push. */
+  pageSize: number;
+}
+
+export interface PullInput {
+  userId: string;
+  appId: string;
+  clientId: string;
+  table: string;
+  since: string;
+  pageSize: number;
+}
+
+const CURSOR = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
+const asCursor = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', ${CURSOR})`;
+
+const LOG_COLUMNS = `id::text AS "eventId", schema_version AS "schemaVersion", app_id AS "appId",
+  table_name AS "table", record_id AS id, op, data, field_timestamps AS "fieldTimestamps",
+  client_id AS "clientId", ${asCursor("created_at")} AS "createdAt"`;
+
+/** Stamps and stores a batch under the user's clock lock; returns the ids actually inserted. */
+const INSERT_BATCH = `
+WITH clock AS (
+  INSERT INTO sync_clock AS k (user_id, last_at)
+  VALUES ($1, clock_timestamp() + ($4::int - 1) * interval '1 microsecond')
+  ON CONFLICT (user_id) DO UPDATE
+    SET last_at = greatest(clock_timestamp(), k.last_at + interval '1 microsecond')
+                  + ($4::int - 1) * interval '1 microsecond'
+  RETURNING last_at
+)
+INSERT INTO sync_changes (id, app_id, table_name, record_id, user_id, op, data, field_timestamps,
+                          client_id, created_at, schema_version)
+SELECT coalesce((c->>'e')::uuid, gen_random_uuid()), $2, c->>'t', c->>'i', $1, c->>'o',
+       nullif(c->'d', 'null'::jsonb), c->'f', $3,
+       clock.last_at - ($4::int - n) * interval '1 microsecond', (c->>'v')::int
+FROM clock, jsonb_array_elements($5::text::jsonb) WITH ORDINALITY AS e(c, n)
+ON CONFLICT (id) DO NOTHING
+RETURNING id::text AS "eventId"`;
+
+const LOAD_STATE = `
+SELECT table_name AS "table", record_id AS id, fields FROM sync_records
+WHERE user_id = $1 AND app_id = $2
+  AND (table_name, record_id) IN (SELECT r->>0, r->>1 FROM jsonb_array_elements($3::text::jsonb) r)`;
+
+const SAVE_STATE = `
+INSERT INTO sync_records (user_id, app_id, table_name, record_id, fields)
+SELECT $1, $2, r->>0, r->>1, r->2 FROM jsonb_array_elements($3::text::jsonb) r
+ON CONFLICT (user_id, app_id, table_name, record_id)
+  DO UPDATE SET fields = EXCLUDED.fields, updated_at = now()`;
+
+/**
+ * A page of other clients' changes after a cursor, with the user's committed clock read in the
+ * same statement (one snapshot). Always returns at least one row (the clock), with null change
+ * columns when the page is empty.
+ */
+function pageQuery(byTable: boolean): string {
+  return `
+WITH k AS (SELECT max(last_at) AS last_at FROM sync_clock WHERE user_id = $1)
+SELECT ${asCursor("k.last_at")} AS clock, p.* FROM k LEFT JOIN LATERAL (
+  SELECT ${LOG_COLUMNS} FROM sync_changes
+  WHERE user_id = $1 AND app_id = $2 AND client_id <> $3
+    AND created_at > $4::text::timestamptz ${byTable ? "AND table_name = $6" : ""}
+  ORDER BY created_at LIMIT $5
+) p ON true`;
+}
+const PAGE_ALL_TABLES = pageQuery(false);
+const PAGE_ONE_TABLE = pageQuery(true);
+
+type PageRow = Partial<LogRow> & { clock: string | null; eventId: string | null };
+
+async function readPage(
+  tx: Sql,
+  input: {
+    userId: string;
+    appId: string;
+    clientId: string;
+    since: string;
+    pageSize: number;
+    table?: string;
+  },
+): Promise<Page> {
+  const params: unknown[] = [
+    input.userId,
+    input.appId,
+    input.clientId,
+    input.since,
+    input.pageSize + 1,
+  ];
+  if (input.table !== undefined) params.push(input.table);
+  const rows = await tx.query<PageRow>(
+    input.table === undefined ? PAGE_ALL_TABLES : PAGE_ONE_TABLE,
+    params,
+  );
+  const changes = rows.filter((r) => r.eventId !== null) as unknown as LogRow[];
+  const hasMore = changes.length > input.pageSize;
+  if (hasMore) changes.length = input.pageSize;
+  const clock = rows[0]?.clock ?? input.since;
+  const syncedUntil = hasMore
+    ? changes[changes.length - 1]!.createdAt
+    : clock > input.since
+    ? clock
+    : input.since;
+  return { serverChanges: changes.map(toWire), syncedUntil, hasMore };
+}
+
+export interface SyncStore {
+  push(input: PushInput): Promise<PushResult>;
+  pull(input: PullInput): Promise<Page>;
+}
+
+export function createSyncStore(db: Db): SyncStore {
+  return {
+    push: (input) => withUser(db, input.userId, (tx) => push(tx, input)),
+    pull: (input) => withUser(db, input.userId, (tx) => readPage(tx, input), { readOnly: true }),
+  };
+}
+
+async function push(tx: Sql, input: PushInput): Promise<PushResult> {
+  const { userId, appId, request } = input;
+  const { clientId, changes } = request;
+  let fresh: Change[] = [];
+  if (changes.length > 0) {
+    const batch = changes.map((c) => {
+      const { data, fieldTimestamps } = toStored(c);
+      return {
+        e: c.eventId ?? null,
+        t: c.table,
+        i: c.id,
+        o: c.op,
+        d: data,
+        f: fieldTimestamps,
+        v: c.schemaVersion,
+      };
+    });
+    const inserted = await tx.query<{ eventId: string }>(
+      INSERT_BATCH,
+      [userId, appId, clientId, changes.length, JSON.stringify(batch)],
+    );
+    fresh = newChanges(changes, new Set(inserted.map((r) => r.eventId)));
+  }
+  const conflicts = fresh.length > 0 ? await mergeState(tx, input, fresh) : [];
+  const page = await readPage(tx, {
+    userId,
+    appId,
+    clientId,
+    since: request.since,
+    pageSize: input.pageSize,
+  });
+  return {
+    ...page,
+    conflicts,
+    tables: [...new Set(changes.map((c) => c.table))],
+    stored: fresh.length,
+  };
+}
+
+/**
+ * The changes of a batch that were stored: those without a client eventId (the server assigned a
+ * new one) and the first occurrence of each eventId the insert returned.
+ */
+function newChanges(changes: readonly Change[], inserted: Set<string>): Change[] {
+  const seen = new Set<string>();
+  return changes.filter((c) => {
+    if (c.eventId === undefined) return true;
+    if (!inserted.has(c.eventId) || seen.has(c.eventId)) return false;
+    seen.add(c.eventId);
+    return true;
+  });
+}
+
+/** Loads the state of the records a batch touches, merges the batch in order, saves what changed. */
+async function mergeState(
+  tx: Sql,
+  input: PushInput,
+  changes: readonly Change[],
+): Promise<Conflict[]> {
+  const { userId, appId, request, receivedAt } = input;
+  const key = (table: string, id: string) => JSON.stringify([table, id]);
+  const keys = [...new Set(changes.map((c) => key(c.table, c.id)))];
+  const rows = await tx.query<{ table: string; id: string; fields: RecordState }>(
+    LOAD_STATE,
+    [userId, appId, `[${keys.join(",")}]`],
+  );
+  const states = new Map(rows.map((r) => [key(r.table, r.id), r.fields]));
+  const dirty = new Set<string>();
+  const conflicts: Conflict[] = [];
+  for (const change of changes) {
+    const k = key(change.table, change.id);
+    const merged = mergeChange(states.get(k), change, { clientId: request.clientId, receivedAt });
+    conflicts.push(...merged.conflicts);
+    if (merged.changed) {
+      states.set(k, merged.state);
+      dirty.add(k);
+    }
+  }
+  if (dirty.size > 0) {
+    const updates = [...dirty].map((k) => {
+      const [table, id] = JSON.parse(k) as [string, string];
+      return [table, id, states.get(k)];
+    });
+    await tx.query(SAVE_STATE, [userId, appId, JSON.stringify(updates)]);
+  }
+  return conflicts;
+}
