@@ -1,0 +1,65 @@
+/**
+ * Composition root: load config, open the store, run migrations, build the app, serve, and shut
+ * down cleanly on SIGTERM/SIGINT. The only file that touches the environment, sockets and signals.
+ */
+import { createApp } from "./src/app.ts";
+import { loadDevKeys } from "./src/auth/dev_keys.ts";
+import { remoteKeySource, staticKeySource } from "./src/auth/keys.ts";
+import { createVerifier } from "./src/auth/verifier.ts";
+import { ConfigError, loadConfig } from "./src/config.ts";
+import { createLogger, errorFields } from "./src/log.ts";
+import { openDatabase, pingDatabase } from "./src/store/open.ts";
+import { createSyncStore } from "./src/store/sync_store.ts";
+
+const dev = Deno.args.includes("--dev");
+
+let config;
+try {
+  config = loadConfig((name) => Deno.env.get(name), { dev });
+} catch (e) {
+  if (!(e instanceof ConfigError)) throw e;
+  console.error(e.message);
+  Deno.exit(1);
+}
+
+const logger = createLogger(config.logLevel);
+const { db, applied } = await openDatabase(config);
+logger.info("database ready", { kind: db.kind, migrationsApplied: applied });
+
+const keys = config.jwksUrl
+  ? remoteKeySource(config.jwksUrl, {
+    onError: (error) => logger.warn("JWKS fetch failed", errorFields(error)),
+  })
+  : await staticKeySource((await loadDevKeys(config.dataDir)).jwks);
+if (!config.jwksUrl) {
+  logger.warn(
+    "dev mode: tokens are verified with the local key pair; mint one with `deno task token <userId>`",
+  );
+}
+
+const app = createApp({
+  config,
+  store: createSyncStore(db),
+  verifier: createVerifier(keys, { issuer: config.jwtIssuer, audience: config.jwtAudience }),
+  logger,
+  checkDatabase: async () => ({ kind: db.kind, ok: await pingDatabase(db) }),
+});
+
+const shutdown = new AbortController();
+const server = Deno.serve({
+  port: config.port,
+  hostname: config.host,
+  signal: shutdown.signal,
+  onListen: ({ hostname, port }) => logger.info("listening", { hostname, port }),
+}, app.fetch);
+
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  Deno.addSignalListener(signal, () => {
+    logger.info("shutting down", { signal });
+    shutdown.abort();
+  });
+}
+
+await server.finished;
+await db.close();
+logger.info("stopped");

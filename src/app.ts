@@ -1,0 +1,150 @@
+/**
+ * createApp(deps) → the Hono app: middleware order, routes, and the one place where errors become
+ * responses. It opens nothing and reads no environment; main.ts hands it what it needs.
+ */
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
+import { createMiddleware } from "hono/factory";
+import type { Config } from "./config.ts";
+import { bearerToken, type Verifier } from "./auth/verifier.ts";
+import type { Env } from "./http/env.ts";
+import { type PushedEvent, syncHandlers } from "./http/sync.ts";
+import { errorFields, type Logger } from "./log.ts";
+import { isTransientDbError } from "./store/errors.ts";
+import type { SyncStore } from "./store/sync_store.ts";
+import { SyncError } from "./sync/errors.ts";
+
+export interface AppDeps {
+  config: Config;
+  store: SyncStore;
+  verifier: Verifier;
+  logger: Logger;
+  /** The database's state for /health. */
+  checkDatabase: () => Promise<{ kind: string; ok: boolean }>;
+  onPushed?: (event: PushedEvent) => void;
+  now?: () => number;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,100}$/;
+
+function errorBody(code: string, message: string, extra?: Record<string, unknown>) {
+  return { error: code, message, ...extra };
+}
+
+export function createApp(deps: AppDeps): Hono<Env> {
+  const { config, logger, verifier } = deps;
+  const app = new Hono<Env>();
+  const sync = syncHandlers({
+    store: deps.store,
+    maxChangesPerPush: config.maxChangesPerPush,
+    maxClockSkewSeconds: config.maxClockSkewSeconds,
+    pushPageSize: config.pushPageSize,
+    pullPageSize: config.pullPageSize,
+    ...(deps.onPushed ? { onPushed: deps.onPushed } : {}),
+    ...(deps.now ? { now: deps.now } : {}),
+  });
+
+  app.use(async function accessLog(c, next) {
+    const incoming = c.req.header("x-request-id");
+    const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
+    c.set("requestId", requestId);
+    const started = performance.now();
+    await next();
+    c.header("X-Request-Id", requestId);
+    logger.info("request", {
+      requestId,
+      method: c.req.method,
+      path: c.req.path,
+      status: c.res.status,
+      ms: Math.round((performance.now() - started) * 10) / 10,
+      ...(c.get("userId") ? { userId: c.get("userId") } : {}),
+    });
+  });
+
+  app.use(cors({
+    origin: [...config.corsOrigins],
+    allowMethods: ["GET", "POST", "OPTIONS"],
+    allowHeaders: ["Authorization", "Content-Type", "X-Client-Id"],
+    credentials: true,
+    maxAge: 600,
+  }));
+
+  const requireUser = createMiddleware<Env>(async function requireUser(c, next) {
+    const { userId } = await verifier.verify(bearerToken(c.req.header("authorization")));
+    c.set("userId", userId);
+    await next();
+  });
+
+  const limitBody = bodyLimit({
+    maxSize: config.maxBodyBytes,
+    onError: () => {
+      throw new SyncError(
+        413,
+        "payload_too_large",
+        `Body is larger than ${config.maxBodyBytes} bytes`,
+      );
+    },
+  });
+
+  app.get("/health", async (c) => {
+    const database = await deps.checkDatabase();
+    return c.json({
+      status: database.ok ? "ok" : "degraded",
+      service: "mana-sync",
+      timestamp: new Date().toISOString(),
+      connections: 0,
+      users: 0,
+      database: { kind: database.kind, status: database.ok ? "ok" : "down" },
+    }, database.ok ? 200 : 503);
+  });
+
+  app.post("/sync/:appId", limitBody, requireUser, sync.push);
+  app.get("/sync/:appId/pull", requireUser, sync.pull);
+
+  for (
+    const [path, allow] of [["/sync/:appId", "POST, OPTIONS"], [
+      "/sync/:appId/pull",
+      "GET, OPTIONS",
+    ], [
+      "/health",
+      "GET",
+    ]] as const
+  ) {
+    app.all(path, (c) => {
+      c.header("Allow", allow);
+      return c.json(
+        errorBody("method_not_allowed", `Method ${c.req.method} is not allowed on ${c.req.path}`),
+        405,
+      );
+    });
+  }
+
+  app.notFound((c) =>
+    c.json(errorBody("not_found", `No route for ${c.req.method} ${c.req.path}`), 404)
+  );
+
+  app.onError((error, c) => {
+    if (error instanceof SyncError) {
+      for (const [name, value] of Object.entries(error.extra.headers ?? {})) c.header(name, value);
+      // deno-lint-ignore no-explicit-any
+      return c.json(errorBody(error.code, error.message, error.extra.body), error.status as any);
+    }
+    if (isTransientDbError(error)) {
+      logger.warn("database unavailable", { requestId: c.get("requestId"), ...errorFields(error) });
+      c.header("Retry-After", "2");
+      return c.json(
+        errorBody("database_unavailable", "The database is unavailable, try again shortly"),
+        503,
+      );
+    }
+    logger.error("unhandled error", {
+      requestId: c.get("requestId"),
+      ...errorFields(error),
+      stack: error instanceof Error ? error.stack : undefined,
+    });
+    return c.json(errorBody("internal_error", "Internal server error"), 500);
+  });
+
+  return app;
+}

@@ -1,0 +1,104 @@
+/**
+ * Configuration from the environment, resolved once. Pure: it takes a getter and never reads
+ * `Deno.env` itself, so tests pass plain objects.
+ */
+import { z } from "zod";
+
+const int = (fallback: number, min = 1) => z.coerce.number().int().min(min).default(fallback);
+const url = z.url({ protocol: /^https?$/ });
+const optional = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((v) => (v === "" ? undefined : v), schema.optional());
+const list = z.string().transform((s) => s.split(",").map((x) => x.trim()).filter(Boolean));
+
+const schema = z.object({
+  PORT: int(3050, 0).pipe(z.number().max(65535)),
+  HOST: z.string().default("0.0.0.0"),
+  DATABASE_URL: optional(z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL")),
+  DATABASE_POOL_MAX: int(10),
+  DATA_DIR: z.string().default(".data"),
+  JWKS_URL: optional(url),
+  JWT_ISSUER: optional(z.string()),
+  JWT_AUDIENCE: optional(z.string()),
+  CORS_ORIGINS: list.default(["http://localhost:5173"]),
+  MANA_CREDITS_URL: optional(url),
+  MANA_SERVICE_KEY: optional(z.string()),
+  MAX_BODY_BYTES: int(10 * 1024 * 1024),
+  MAX_CHANGES_PER_PUSH: int(1000),
+  PUSH_PAGE_SIZE: int(5000),
+  PULL_PAGE_SIZE: int(1000),
+  MAX_CLOCK_SKEW_SECONDS: int(900, 0),
+  LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+});
+
+/** The names of every variable the service reads (the `--allow-env` list mirrors it). */
+export const CONFIG_VARIABLES = Object.keys(schema.shape) as (keyof typeof schema.shape)[];
+
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  /** `deno task dev`: embedded defaults allowed (local key pair, no JWKS). */
+  readonly dev: boolean;
+  readonly databaseUrl: string | undefined;
+  readonly databasePoolMax: number;
+  readonly dataDir: string;
+  readonly jwksUrl: string | undefined;
+  readonly jwtIssuer: string | undefined;
+  readonly jwtAudience: string | undefined;
+  readonly corsOrigins: readonly string[];
+  readonly manaCreditsUrl: string | undefined;
+  readonly manaServiceKey: string | undefined;
+  readonly maxBodyBytes: number;
+  readonly maxChangesPerPush: number;
+  readonly pushPageSize: number;
+  readonly pullPageSize: number;
+  readonly maxClockSkewSeconds: number;
+  readonly logLevel: "debug" | "info" | "warn" | "error";
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+/**
+ * Reads and validates the configuration. Throws a `ConfigError` naming every bad variable.
+ * Outside dev mode a `JWKS_URL` is required: production never invents keys.
+ */
+export function loadConfig(
+  get: (name: string) => string | undefined,
+  options: { dev: boolean },
+): Config {
+  const raw = Object.fromEntries(CONFIG_VARIABLES.map((name) => [name, get(name)]));
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) =>
+      `${String(i.path[0])}=${JSON.stringify(raw[String(i.path[0])] ?? "")}: ${i.message}`
+    );
+    throw new ConfigError(`Invalid configuration: ${problems.join("; ")}`);
+  }
+  const env = parsed.data;
+  if (!options.dev && env.JWKS_URL === undefined) {
+    throw new ConfigError(
+      "Invalid configuration: JWKS_URL is required (only `deno task dev` runs without it, with a local key pair)",
+    );
+  }
+  return Object.freeze({
+    port: env.PORT,
+    host: env.HOST,
+    dev: options.dev,
+    databaseUrl: env.DATABASE_URL,
+    databasePoolMax: env.DATABASE_POOL_MAX,
+    dataDir: env.DATA_DIR,
+    jwksUrl: env.JWKS_URL,
+    jwtIssuer: env.JWT_ISSUER,
+    jwtAudience: env.JWT_AUDIENCE,
+    corsOrigins: Object.freeze(env.CORS_ORIGINS),
+    manaCreditsUrl: env.MANA_CREDITS_URL,
+    manaServiceKey: env.MANA_SERVICE_KEY,
+    maxBodyBytes: env.MAX_BODY_BYTES,
+    maxChangesPerPush: env.MAX_CHANGES_PER_PUSH,
+    pushPageSize: env.PUSH_PAGE_SIZE,
+    pullPageSize: env.PULL_PAGE_SIZE,
+    maxClockSkewSeconds: env.MAX_CLOCK_SKEW_SECONDS,
+    logLevel: env.LOG_LEVEL,
+  });
+}

@@ -1,0 +1,120 @@
+/**
+ * Push and pull handlers: parse, call the core, shape the response. Nothing else.
+ */
+import type { Context } from "hono";
+import { parsePush, parseSince } from "../sync/change.ts";
+import { badRequest, SyncError } from "../sync/errors.ts";
+import { futureTimestamp } from "../sync/merge.ts";
+import { instantKeyOfMillis } from "../sync/time.ts";
+import type { Page, SyncStore } from "../store/sync_store.ts";
+import type { Env } from "./env.ts";
+
+export interface PushedEvent {
+  userId: string;
+  appId: string;
+  clientId: string;
+  tables: string[];
+}
+
+export interface SyncHandlerOptions {
+  store: SyncStore;
+  maxChangesPerPush: number;
+  maxClockSkewSeconds: number;
+  pushPageSize: number;
+  pullPageSize: number;
+  maxIdLength?: number;
+  /** Called after a push that stored something has committed. */
+  onPushed?: (event: PushedEvent) => void;
+  now?: () => number;
+}
+
+const APP_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+function appIdOf(c: Context<Env>): string {
+  const appId = c.req.param("appId") ?? "";
+  if (!APP_ID.test(appId)) {
+    throw badRequest("invalid_app_id", `Invalid app id: ${JSON.stringify(appId)}`);
+  }
+  return appId;
+}
+
+function pageBody(page: Page) {
+  return {
+    serverChanges: page.serverChanges,
+    syncedUntil: page.syncedUntil,
+    hasMore: page.hasMore,
+  };
+}
+
+export function syncHandlers(options: SyncHandlerOptions) {
+  const { store, now = Date.now } = options;
+  const limits = {
+    maxChanges: options.maxChangesPerPush,
+    maxIdLength: options.maxIdLength ?? 256,
+    maxDepth: 32,
+  };
+
+  async function push(c: Context<Env>) {
+    const appId = appIdOf(c);
+    let body: unknown;
+    try {
+      body = JSON.parse(await c.req.text());
+    } catch (e) {
+      if (e instanceof SyntaxError) throw badRequest("invalid_json", "Body is not valid JSON");
+      throw e;
+    }
+    const request = parsePush(body, { clientIdHeader: c.req.header("x-client-id"), limits });
+    const at = now();
+    const skewMs = options.maxClockSkewSeconds * 1000;
+    const future = futureTimestamp(request.changes, instantKeyOfMillis(at + skewMs));
+    if (future !== undefined) {
+      throw new SyncError(
+        422,
+        "clock_skew",
+        `Timestamp "${future}" is more than ${options.maxClockSkewSeconds} s ahead of the server clock`,
+        { body: { serverTime: new Date(at).toISOString() } },
+      );
+    }
+    const userId = c.get("userId");
+    const result = await store.push({
+      userId,
+      appId,
+      request,
+      receivedAt: new Date(at).toISOString(),
+      pageSize: options.pushPageSize,
+    });
+    if (result.stored > 0) {
+      options.onPushed?.({ userId, appId, clientId: request.clientId, tables: result.tables });
+    }
+    return c.json({ ...pageBody(result), conflicts: result.conflicts });
+  }
+
+  async function pull(c: Context<Env>) {
+    const appId = appIdOf(c);
+    const table = c.req.query("collection");
+    if (!table) throw badRequest("missing_collection", "Query parameter collection is required");
+    if (table.length > limits.maxIdLength) {
+      throw badRequest(
+        "invalid_collection",
+        `collection is longer than ${limits.maxIdLength} characters`,
+      );
+    }
+    const sinceParam = c.req.query("since");
+    if (sinceParam === undefined) {
+      throw badRequest("invalid_since", "Query parameter since is required");
+    }
+    const clientId = c.req.header("x-client-id");
+    if (!clientId) throw badRequest("missing_client_id", "Header X-Client-Id is required");
+    const page = await store.pull({
+      userId: c.get("userId"),
+      appId,
+      clientId,
+      table,
+      since: parseSince(sinceParam),
+      pageSize: options.pullPageSize,
+    });
+    return c.json({ ...pageBody(page), conflicts: [] });
+  }
+
+  return { push, pull };
+}
