@@ -80,7 +80,11 @@ export function parsePush(
       "A client id is required: X-Client-Id header or body clientId",
     );
   }
-  checkId("client id", clientId, limits);
+  try {
+    checkId("client id", clientId, limits);
+  } catch (e) {
+    throw e instanceof SyncError ? badRequest("invalid_client_id", e.message) : e;
+  }
   const since = present(body.since) ? parseSince(body.since) : "1970-01-01T00:00:00.000000Z";
   const schemaVersion = parseSchemaVersion(body.schemaVersion, 1, "Push");
   if (!Array.isArray(body.changes)) {

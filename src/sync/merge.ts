@@ -3,7 +3,7 @@
  * timestamp and the client that wrote it. Pure: the caller loads and stores the state.
  *
  * Order of writes to one field: the later instant wins; on an equal instant the greater client id;
- * then the greater value (canonical JSON). That is a total order, so replaying the same writes in
+ * then the greater value (canonical JSON); then the greater timestamp text. That is a total order, so replaying the same writes in
  * any order converges to one state, and merging a write twice changes nothing.
  */
 import type { Change } from "./change.ts";
@@ -67,7 +67,9 @@ export function compareWrites(a: FieldState, b: FieldState): number {
   if (ta !== tb) return ta > tb ? 1 : -1;
   if (a.c !== b.c) return a.c > b.c ? 1 : -1;
   const va = canonicalJson(a.v), vb = canonicalJson(b.v);
-  return va === vb ? 0 : va > vb ? 1 : -1;
+  if (va !== vb) return va > vb ? 1 : -1;
+  // One instant spelled two ways: the stored text must not depend on arrival order either.
+  return a.t === b.t ? 0 : a.t > b.t ? 1 : -1;
 }
 
 /**
