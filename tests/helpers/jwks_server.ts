@@ -15,7 +15,12 @@ export interface TokenOptions {
 
 export interface JwksServer {
   url: string;
-  kid: string;
+  /** The id of the current signing key. */
+  readonly kid: string;
+  /** Switches to a new key pair under a new kid; the old key is no longer published. */
+  rotate(): Promise<void>;
+  /** While down, the endpoint answers 503. */
+  setDown(down: boolean): void;
   /** How many times the key set was fetched. */
   fetches(): number;
   token(userId: string, options?: TokenOptions): Promise<string>;
@@ -25,20 +30,28 @@ export interface JwksServer {
 }
 
 export async function startJwksServer(): Promise<JwksServer> {
-  const kid = `test-${crypto.randomUUID()}`;
-  const pair = await generateKeyPair("EdDSA", { crv: "Ed25519", extractable: true });
+  let kid = "", pair!: CryptoKeyPair, jwks: { keys: unknown[] } = { keys: [] };
+  const rotate = async () => {
+    kid = `test-${crypto.randomUUID()}`;
+    pair = await generateKeyPair("EdDSA", { crv: "Ed25519", extractable: true });
+    jwks = { keys: [{ ...await exportJWK(pair.publicKey), kid, alg: "EdDSA", use: "sig" }] };
+  };
+  await rotate();
   const foreign = await generateKeyPair("EdDSA", { crv: "Ed25519" });
-  const jwks = { keys: [{ ...await exportJWK(pair.publicKey), kid, alg: "EdDSA", use: "sig" }] };
-  let fetches = 0;
+  let fetches = 0, down = false;
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, () => {
     fetches++;
-    return Response.json(jwks);
+    return down ? new Response("down", { status: 503 }) : Response.json(jwks);
   });
   const b64 = (x: unknown) =>
     btoa(JSON.stringify(x)).replace(/=+$/, "").replaceAll("+", "-").replaceAll("/", "_");
   return {
     url: `http://127.0.0.1:${server.addr.port}/jwks`,
-    kid,
+    get kid() {
+      return kid;
+    },
+    rotate,
+    setDown: (d) => down = d,
     fetches: () => fetches,
     token(userId, options = {}) {
       const header: { alg: string; kid?: string } = { alg: "EdDSA" };

@@ -6,13 +6,35 @@ import { POSTGRES_URL } from "./databases.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 
+/** A `deno run` task of deno.json, split into its flags, its entry file and the arguments after it. */
+export async function runTask(
+  name: string,
+): Promise<{ flags: string[]; entry: string; args: string[] }> {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
+  const task: string = config.tasks[name];
+  const m = /^deno run (.*?) (\S+\.ts)((?: \S+)*)$/.exec(task);
+  if (!m) throw new Error(`Cannot read the ${name} task: ${JSON.stringify(task)}`);
+  // --watch restarts on file changes: meaningless in a test, and it would outlive SIGTERM.
+  const flags = m[1]!.split(/\s+/).filter((f) => !f.startsWith("--watch"));
+  return { flags, entry: m[2]!, args: m[3]!.trim().split(/\s+/).filter(Boolean) };
+}
+
 /** The flags between `deno run` and `main.ts` in the `start` task. */
 export async function startTaskFlags(): Promise<string[]> {
-  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
-  const task: string = config.tasks.start;
-  const m = /^deno run (.*) main\.ts$/.exec(task);
-  if (!m) throw new Error(`Cannot read the start task: ${JSON.stringify(task)}`);
-  return m[1]!.split(/\s+/);
+  return (await runTask("start")).flags;
+}
+
+/** Runs a `deno run` task of deno.json to completion with extra arguments. */
+export async function runTaskOnce(name: string, args: string[], env: Record<string, string> = {}) {
+  const task = await runTask(name);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...task.flags, task.entry, ...task.args, ...args],
+    cwd: ROOT,
+    env: { NO_COLOR: "1", ...env },
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
 }
 
 export interface ServerProcess {
@@ -25,13 +47,18 @@ export interface ServerProcess {
 }
 
 /**
- * Starts `main.ts` on a free port. Uses PostgreSQL when the tests have one, otherwise the embedded
- * database in a fresh directory under .data/ (the only place the start task may write).
+ * Starts `main.ts` on a free port with the flags of the `start` task (or `dev`). Uses PostgreSQL
+ * when the tests have one, otherwise the embedded database in a fresh directory under .data/ (the
+ * only place the tasks may write).
  */
-export async function startServer(env: Record<string, string>): Promise<ServerProcess> {
-  const dataDir = `.data/test-${crypto.randomUUID()}`;
+export async function startServer(
+  env: Record<string, string>,
+  options: { task?: "start" | "dev"; dataDir?: string } = {},
+): Promise<ServerProcess> {
+  const dataDir = options.dataDir ?? `.data/test-${crypto.randomUUID()}`;
+  const task = await runTask(options.task ?? "start");
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...await startTaskFlags(), "main.ts"],
+    args: ["run", ...task.flags, task.entry, ...task.args],
     cwd: ROOT,
     env: {
       PORT: "0",
