@@ -8,6 +8,8 @@ import { remoteKeySource, staticKeySource } from "./src/auth/keys.ts";
 import { createVerifier } from "./src/auth/verifier.ts";
 import { ConfigError, loadConfig } from "./src/config.ts";
 import { createLogger, errorFields } from "./src/log.ts";
+import { Hub, type SyncEvent } from "./src/realtime/hub.ts";
+import { postgresPubSub, type PubSub, singleInstance } from "./src/realtime/pubsub.ts";
 import { openDatabase, pingDatabase } from "./src/store/open.ts";
 import { createSyncStore } from "./src/store/sync_store.ts";
 
@@ -37,12 +39,31 @@ if (!config.jwksUrl) {
   );
 }
 
+const hub = new Hub();
+const pubsub: PubSub = config.databaseUrl
+  ? await postgresPubSub(config.databaseUrl, (text, params) => db.query(text, params), {
+    onEvent: (event) => hub.publish(event),
+    onState: (state, error) =>
+      state === "listening"
+        ? logger.info("listening for other instances")
+        : logger.warn("lost the notification listener, reconnecting", errorFields(error)),
+  })
+  : singleInstance;
+const publish = (event: SyncEvent) => {
+  hub.publish(event);
+  pubsub.publish(event).catch((error) =>
+    logger.warn("could not notify other instances", errorFields(error))
+  );
+};
+
 const app = createApp({
   config,
   store: createSyncStore(db),
   verifier: createVerifier(keys, { issuer: config.jwtIssuer, audience: config.jwtAudience }),
   logger,
   checkDatabase: async () => ({ kind: db.kind, ok: await pingDatabase(db) }),
+  hub,
+  publish,
 });
 
 const shutdown = new AbortController();
@@ -56,10 +77,13 @@ const server = Deno.serve({
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   Deno.addSignalListener(signal, () => {
     logger.info("shutting down", { signal });
+    // Long-lived connections would hold the graceful shutdown open: close them first (1001).
+    hub.closeAll(1001, "server shutting down");
     shutdown.abort();
   });
 }
 
 await server.finished;
+await pubsub.close();
 await db.close();
 logger.info("stopped");

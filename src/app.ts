@@ -9,8 +9,11 @@ import { createMiddleware } from "hono/factory";
 import type { Config } from "./config.ts";
 import { bearerToken, type Verifier } from "./auth/verifier.ts";
 import type { Env } from "./http/env.ts";
-import { type PushedEvent, syncHandlers } from "./http/sync.ts";
+import { realtimeHandlers } from "./http/realtime.ts";
+import { syncHandlers } from "./http/sync.ts";
 import { errorFields, type Logger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
+import type { Hub, SyncEvent } from "./realtime/hub.ts";
 import { isTransientDbError } from "./store/errors.ts";
 import type { SyncStore } from "./store/sync_store.ts";
 import { SyncError } from "./sync/errors.ts";
@@ -22,7 +25,10 @@ export interface AppDeps {
   logger: Logger;
   /** The database's state for /health. */
   checkDatabase: () => Promise<{ kind: string; ok: boolean }>;
-  onPushed?: (event: PushedEvent) => void;
+  /** This instance's subscribers (WebSocket, SSE). */
+  hub: Hub;
+  /** Tells every instance's subscribers about a committed push (this instance's hub included). */
+  publish: (event: SyncEvent) => void;
   now?: () => number;
 }
 
@@ -41,9 +47,44 @@ export function createApp(deps: AppDeps): Hono<Env> {
     maxClockSkewSeconds: config.maxClockSkewSeconds,
     pushPageSize: config.pushPageSize,
     pullPageSize: config.pullPageSize,
-    ...(deps.onPushed ? { onPushed: deps.onPushed } : {}),
+    onPushed: deps.publish,
     ...(deps.now ? { now: deps.now } : {}),
   });
+  const realtime = realtimeHandlers({
+    hub: deps.hub,
+    verifier,
+    store: deps.store,
+    logger,
+    wsAuthTimeoutMs: config.wsAuthTimeoutMs,
+    wsMaxBufferedBytes: config.wsMaxBufferedBytes,
+    sseHeartbeatMs: config.sseHeartbeatMs,
+    pullPageSize: config.pullPageSize,
+  });
+  const metrics = new Metrics()
+    .single(
+      "mana_sync_connections_total",
+      "Open WebSocket connections and SSE streams",
+      "gauge",
+      () => deps.hub.stats().connections,
+    )
+    .single(
+      "mana_sync_users_connected",
+      "Users with at least one open connection",
+      "gauge",
+      () => deps.hub.stats().users,
+    )
+    .single(
+      "mana_sync_notifications_sent_total",
+      "Notifications handed to connections",
+      "counter",
+      () => deps.hub.stats().delivered,
+    )
+    .single(
+      "mana_sync_notifications_dropped_total",
+      "Connections dropped for being too slow",
+      "counter",
+      () => deps.hub.stats().dropped,
+    );
 
   app.use(async function accessLog(c, next) {
     const incoming = c.req.header("x-request-id");
@@ -93,14 +134,22 @@ export function createApp(deps: AppDeps): Hono<Env> {
       status: database.ok ? "ok" : "degraded",
       service: "mana-sync",
       timestamp: new Date().toISOString(),
-      connections: 0,
-      users: 0,
+      connections: deps.hub.stats().connections,
+      users: deps.hub.stats().users,
       database: { kind: database.kind, status: database.ok ? "ok" : "down" },
     }, database.ok ? 200 : 503);
   });
 
+  app.get(
+    "/metrics",
+    (c) => c.text(metrics.render(), 200, { "Content-Type": "text/plain; version=0.0.4" }),
+  );
+
   app.post("/sync/:appId", limitBody, requireUser, sync.push);
   app.get("/sync/:appId/pull", requireUser, sync.pull);
+  app.get("/sync/:appId/stream", requireUser, realtime.stream);
+  app.get("/ws", realtime.websocket);
+  app.get("/ws/:appId", realtime.websocket);
 
   for (
     const [path, allow] of [["/sync/:appId", "POST, OPTIONS"], [

@@ -27,6 +27,9 @@ const schema = z.object({
   PUSH_PAGE_SIZE: int(5000),
   PULL_PAGE_SIZE: int(1000),
   MAX_CLOCK_SKEW_SECONDS: int(900, 0),
+  WS_AUTH_TIMEOUT_SECONDS: z.coerce.number().positive().default(10),
+  WS_MAX_BUFFERED_BYTES: int(256 * 1024),
+  SSE_HEARTBEAT_SECONDS: z.coerce.number().positive().default(30),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
@@ -52,6 +55,9 @@ export interface Config {
   readonly pushPageSize: number;
   readonly pullPageSize: number;
   readonly maxClockSkewSeconds: number;
+  readonly wsAuthTimeoutMs: number;
+  readonly wsMaxBufferedBytes: number;
+  readonly sseHeartbeatMs: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
 
@@ -99,6 +105,9 @@ export function loadConfig(
     pushPageSize: env.PUSH_PAGE_SIZE,
     pullPageSize: env.PULL_PAGE_SIZE,
     maxClockSkewSeconds: env.MAX_CLOCK_SKEW_SECONDS,
+    wsAuthTimeoutMs: env.WS_AUTH_TIMEOUT_SECONDS * 1000,
+    wsMaxBufferedBytes: env.WS_MAX_BUFFERED_BYTES,
+    sseHeartbeatMs: env.SSE_HEARTBEAT_SECONDS * 1000,
     logLevel: env.LOG_LEVEL,
   });
 }

@@ -9,6 +9,7 @@ import { createVerifier } from "../src/auth/verifier.ts";
 import { loadDevKeys, mintDevToken } from "../src/auth/dev_keys.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
+import { Hub } from "../src/realtime/hub.ts";
 import type { SyncStore } from "../src/store/sync_store.ts";
 
 const dataDir = await Deno.makeTempDir();
@@ -24,6 +25,8 @@ function appWith(store: Partial<SyncStore>, database = { kind: "postgres", ok: t
     verifier: createVerifier(source),
     logger: createLogger("debug", (line) => lines.push(JSON.parse(line))),
     checkDatabase: () => Promise.resolve(database),
+    hub: new Hub(),
+    publish: () => {},
   });
   return { app, lines };
 }

@@ -7,14 +7,8 @@ import { badRequest, SyncError } from "../sync/errors.ts";
 import { futureTimestamp } from "../sync/merge.ts";
 import { instantKeyOfMillis } from "../sync/time.ts";
 import type { Page, SyncStore } from "../store/sync_store.ts";
+import type { SyncEvent } from "../realtime/hub.ts";
 import type { Env } from "./env.ts";
-
-export interface PushedEvent {
-  userId: string;
-  appId: string;
-  clientId: string;
-  tables: string[];
-}
 
 export interface SyncHandlerOptions {
   store: SyncStore;
@@ -24,13 +18,13 @@ export interface SyncHandlerOptions {
   pullPageSize: number;
   maxIdLength?: number;
   /** Called after a push that stored something has committed. */
-  onPushed?: (event: PushedEvent) => void;
+  onPushed?: (event: SyncEvent) => void;
   now?: () => number;
 }
 
 const APP_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-function appIdOf(c: Context<Env>): string {
+export function appIdOf(c: Context<Env>): string {
   const appId = c.req.param("appId") ?? "";
   if (!APP_ID.test(appId)) {
     throw badRequest("invalid_app_id", `Invalid app id: ${JSON.stringify(appId)}`);
