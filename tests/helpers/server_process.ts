@@ -40,6 +40,7 @@ export async function runTaskOnce(name: string, args: string[], env: Record<stri
 export interface ServerProcess {
   url: string;
   port: number;
+  pid: number;
   /** Everything the process printed so far. */
   output(): string;
   /** Sends SIGTERM and waits for the exit; returns the exit code. */
@@ -104,6 +105,7 @@ export async function startServer(
   }
   return {
     port: started,
+    pid: child.pid,
     url: `http://127.0.0.1:${started}`,
     output: () => output,
     async stop() {
