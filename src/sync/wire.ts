@@ -2,7 +2,7 @@
  * The two shapes a change takes besides the wire: the log row it is stored as (`sync_changes`:
  * `data` plus `field_timestamps`, as the first version stored it) and back. Pure.
  */
-import type { Change, FieldValue, Op } from "./change.ts";
+import type { Change, Op } from "./change.ts";
 
 /** A `sync_changes` row as the store reads it. `createdAt` is a canonical cursor. */
 export interface LogRow {
@@ -18,17 +18,8 @@ export interface LogRow {
   createdAt: string;
 }
 
-/** A change as the server sends it: always with `eventId` and `schemaVersion`. */
-export interface WireChange {
-  eventId: string;
-  schemaVersion: number;
-  table: string;
-  id: string;
-  op: Op;
-  fields?: Record<string, FieldValue>;
-  data?: Record<string, unknown>;
-  deletedAt?: string;
-}
+/** A change as the server sends it: always with `eventId` (and `schemaVersion`). */
+export type WireChange = Change & { eventId: string };
 
 /** What a change stores: `data` and `field_timestamps`. */
 export function toStored(

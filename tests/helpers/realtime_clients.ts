@@ -1,20 +1,58 @@
 /** Real WebSocket and SSE clients for end-to-end tests, with bounded waits. */
 
-export class WsClient {
-  readonly messages: Record<string, unknown>[] = [];
-  readonly closed: Promise<{ code: number; reason: string }>;
-  #waiters: (() => void)[] = [];
+/** Received items, read in order with a bounded wait. */
+class Inbox<T> {
+  readonly items: T[] = [];
   #read = 0;
+  #waiters: (() => void)[] = [];
+  #ended = false;
+
+  push(item: T): void {
+    this.items.push(item);
+    this.#wake();
+  }
+
+  /** No more items will come: pending and later reads fail at once. */
+  end(): void {
+    this.#ended = true;
+    this.#wake();
+  }
+
+  #wake() {
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  async next(what: string, timeoutMs: number): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#read >= this.items.length) {
+      if (this.#ended) throw new Error(`Connection closed while waiting for a ${what}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`No ${what} within ${timeoutMs} ms`);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+    }
+    return this.items[this.#read++]!;
+  }
+
+  unread(): T[] {
+    return this.items.slice(this.#read);
+  }
+}
+
+export class WsClient {
+  readonly closed: Promise<{ code: number; reason: string }>;
+  #inbox = new Inbox<Record<string, unknown>>();
 
   private constructor(readonly socket: WebSocket) {
-    socket.onmessage = (e) => {
-      this.messages.push(JSON.parse(e.data));
-      for (const w of this.#waiters.splice(0)) w();
-    };
+    socket.onmessage = (e) => this.#inbox.push(JSON.parse(e.data));
     this.closed = new Promise((resolve) => {
       socket.onclose = (e) => {
         resolve({ code: e.code, reason: e.reason });
-        for (const w of this.#waiters.splice(0)) w();
+        this.#inbox.end();
       };
     });
   }
@@ -51,27 +89,13 @@ export class WsClient {
   }
 
   /** The next message not read yet; throws after `timeoutMs`. */
-  async next(timeoutMs = 2000): Promise<Record<string, unknown>> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.#read >= this.messages.length) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`No WebSocket message within ${timeoutMs} ms`);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((resolve) => {
-        this.#waiters.push(resolve);
-        timer = setTimeout(resolve, left);
-      });
-      clearTimeout(timer);
-      if (this.socket.readyState === WebSocket.CLOSED && this.#read >= this.messages.length) {
-        throw new Error("WebSocket closed while waiting for a message");
-      }
-    }
-    return this.messages[this.#read++]!;
+  next(timeoutMs = 2000): Promise<Record<string, unknown>> {
+    return this.#inbox.next("WebSocket message", timeoutMs);
   }
 
   /** Messages received but not read by next(). */
   unread(): Record<string, unknown>[] {
-    return this.messages.slice(this.#read);
+    return this.#inbox.unread();
   }
 
   async close(): Promise<void> {
@@ -86,9 +110,7 @@ export interface SseEvent {
 }
 
 export class SseClient {
-  readonly events: SseEvent[] = [];
-  #read = 0;
-  #waiters: (() => void)[] = [];
+  #inbox = new Inbox<SseEvent>();
   #done: Promise<void>;
   #reader: ReadableStreamDefaultReader<string>;
 
@@ -121,31 +143,19 @@ export class SseClient {
           if (dataLines.length !== 1) {
             throw new Error(`Expected one data line, got ${JSON.stringify(block)}`);
           }
-          this.events.push({ event, data: JSON.parse(dataLines[0]!) });
-          for (const w of this.#waiters.splice(0)) w();
+          this.#inbox.push({ event, data: JSON.parse(dataLines[0]!) });
         }
       }
     } catch { /* cancelled */ }
-    for (const w of this.#waiters.splice(0)) w();
+    this.#inbox.end();
   }
 
-  async next(timeoutMs = 2000): Promise<SseEvent> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.#read >= this.events.length) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`No SSE event within ${timeoutMs} ms`);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((resolve) => {
-        this.#waiters.push(resolve);
-        timer = setTimeout(resolve, left);
-      });
-      clearTimeout(timer);
-    }
-    return this.events[this.#read++]!;
+  next(timeoutMs = 2000): Promise<SseEvent> {
+    return this.#inbox.next("SSE event", timeoutMs);
   }
 
   unread(): SseEvent[] {
-    return this.events.slice(this.#read);
+    return this.#inbox.unread();
   }
 
   async close(): Promise<void> {
