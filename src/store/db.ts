@@ -13,13 +13,19 @@ export interface Sql {
   query<T = Row>(text: string, params?: readonly unknown[]): Promise<T[]>;
   /** Several statements without parameters (migrations). */
   exec(text: string): Promise<void>;
+  /**
+   * The rows of one statement in batches of at most `batchSize`, read through a server-side
+   * cursor, so a large result never sits in memory at once. Transactions only (`Db` has none):
+   * the cursor lives as long as the transaction. Leaving the loop early closes it.
+   */
+  cursor<T = Row>(text: string, params: readonly unknown[], batchSize: number): AsyncIterable<T[]>;
 }
 
 export interface TransactionOptions {
   readOnly?: boolean;
 }
 
-export interface Db extends Sql {
+export interface Db extends Omit<Sql, "cursor"> {
   readonly kind: "postgres" | "pglite";
   transaction<T>(fn: (tx: Sql) => Promise<T>, options?: TransactionOptions): Promise<T>;
   close(): Promise<void>;
@@ -70,6 +76,9 @@ export function openPostgres(url: string, options: PostgresOptions): Db {
     exec: async (text: string) => {
       await s.unsafe(text);
     },
+    cursor: <T>(text: string, params: readonly unknown[], batchSize: number) =>
+      s.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true })
+        .cursor(checkBatchSize(batchSize)) as unknown as AsyncIterable<T[]>,
   });
   return {
     kind: "postgres",
@@ -97,6 +106,8 @@ export async function openPglite(dataDir?: string): Promise<Db> {
     exec: async (text: string) => {
       await s.exec(text);
     },
+    cursor: <T>(text: string, params: readonly unknown[], batchSize: number) =>
+      pgliteCursor<T>(s, text, params, checkBatchSize(batchSize)),
   });
   return {
     kind: "pglite",
@@ -105,4 +116,37 @@ export async function openPglite(dataDir?: string): Promise<Db> {
     transaction: (fn) => pg.transaction((tx) => fn(wrap(tx))),
     close: () => pg.close(),
   };
+}
+
+function checkBatchSize(batchSize: number): number {
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new RangeError(`Cursor batch size must be a positive integer, got ${batchSize}`);
+  }
+  return batchSize;
+}
+
+let cursorCount = 0;
+
+/**
+ * PGlite has no cursor API of its own, but it is PostgreSQL: `DECLARE … CURSOR` and `FETCH` inside
+ * the transaction do the same as postgres.js's `.cursor(n)` does over the wire protocol.
+ */
+async function* pgliteCursor<T>(
+  s: { query<R>(text: string, params?: unknown[]): Promise<{ rows: R[] }> },
+  text: string,
+  params: readonly unknown[],
+  batchSize: number,
+): AsyncGenerator<T[]> {
+  const name = `mana_sync_cursor_${++cursorCount}`;
+  await s.query(`DECLARE ${name} NO SCROLL CURSOR FOR ${text}`, params as unknown[]);
+  try {
+    for (;;) {
+      const { rows } = await s.query<T>(`FETCH ${batchSize} FROM ${name}`);
+      if (rows.length > 0) yield rows;
+      if (rows.length < batchSize) return;
+    }
+  } finally {
+    // After a failed statement the transaction is aborted and the cursor gone with it.
+    await s.query(`CLOSE ${name}`).catch(() => {});
+  }
 }
