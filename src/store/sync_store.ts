@@ -1,6 +1,7 @@
 /**
- * Push and pull: the only SQL of the sync core. Every query runs inside the user's RLS transaction
- * (`withUser`) and also filters `user_id` explicitly.
+ * Push and pull, and `storeChanges` (the one write path, shared with the backup import): the only
+ * SQL of the sync core. Every query runs inside the user's RLS transaction (`withUser`) and also
+ * filters `user_id` explicitly.
  *
  * The cursor guarantee rests on three things done here:
  * - a push locks the user's clock row first (`INSERT … ON CONFLICT DO UPDATE`), so one user's pushes
@@ -50,37 +51,43 @@ export interface PullInput {
 const CURSOR = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`;
 const asCursor = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', ${CURSOR})`;
 
-const LOG_COLUMNS = `id::text AS "eventId", schema_version AS "schemaVersion", app_id AS "appId",
+/** The columns of a `LogRow`, timestamps formatted as cursors in SQL. */
+export const LOG_COLUMNS =
+  `id::text AS "eventId", schema_version AS "schemaVersion", app_id AS "appId",
   table_name AS "table", record_id AS id, op, data, field_timestamps AS "fieldTimestamps",
   client_id AS "clientId", ${asCursor("created_at")} AS "createdAt"`;
 
-/** Stamps and stores a batch under the user's clock lock; returns the ids actually inserted. */
+/**
+ * Stamps and stores a batch under the user's clock lock; returns the ids actually inserted. Each
+ * element carries its own app (`a`) and client id (`c`): a push has one of each, an import many.
+ */
 const INSERT_BATCH = `
 WITH clock AS (
   INSERT INTO sync_clock AS k (user_id, last_at)
-  VALUES ($1, clock_timestamp() + ($4::int - 1) * interval '1 microsecond')
+  VALUES ($1, clock_timestamp() + ($2::int - 1) * interval '1 microsecond')
   ON CONFLICT (user_id) DO UPDATE
     SET last_at = greatest(clock_timestamp(), k.last_at + interval '1 microsecond')
-                  + ($4::int - 1) * interval '1 microsecond'
+                  + ($2::int - 1) * interval '1 microsecond'
   RETURNING last_at
 )
 INSERT INTO sync_changes (id, app_id, table_name, record_id, user_id, op, data, field_timestamps,
                           client_id, created_at, schema_version)
-SELECT coalesce((c->>'e')::uuid, gen_random_uuid()), $2, c->>'t', c->>'i', $1, c->>'o',
-       nullif(c->'d', 'null'::jsonb), c->'f', $3,
-       clock.last_at - ($4::int - n) * interval '1 microsecond', (c->>'v')::int
-FROM clock, jsonb_array_elements($5::text::jsonb) WITH ORDINALITY AS e(c, n)
+SELECT coalesce((c->>'e')::uuid, gen_random_uuid()), c->>'a', c->>'t', c->>'i', $1, c->>'o',
+       nullif(c->'d', 'null'::jsonb), c->'f', c->>'c',
+       clock.last_at - ($2::int - n) * interval '1 microsecond', (c->>'v')::int
+FROM clock, jsonb_array_elements($3::text::jsonb) WITH ORDINALITY AS e(c, n)
 ON CONFLICT (id) DO NOTHING
 RETURNING id::text AS "eventId"`;
 
 const LOAD_STATE = `
-SELECT table_name AS "table", record_id AS id, fields FROM sync_records
-WHERE user_id = $1 AND app_id = $2
-  AND (table_name, record_id) IN (SELECT r->>0, r->>1 FROM jsonb_array_elements($3::text::jsonb) r)`;
+SELECT app_id AS "appId", table_name AS "table", record_id AS id, fields FROM sync_records
+WHERE user_id = $1
+  AND (app_id, table_name, record_id) IN
+    (SELECT r->>0, r->>1, r->>2 FROM jsonb_array_elements($2::text::jsonb) r)`;
 
 const SAVE_STATE = `
 INSERT INTO sync_records (user_id, app_id, table_name, record_id, fields)
-SELECT $1, $2, r->>0, r->>1, r->2 FROM jsonb_array_elements($3::text::jsonb) r
+SELECT $1, r->>0, r->>1, r->>2, r->3 FROM jsonb_array_elements($2::text::jsonb) r
 ON CONFLICT (user_id, app_id, table_name, record_id)
   DO UPDATE SET fields = EXCLUDED.fields, updated_at = now()`;
 
@@ -152,29 +159,13 @@ export function createSyncStore(db: Db): SyncStore {
 }
 
 async function push(tx: Sql, input: PushInput): Promise<PushResult> {
-  const { userId, appId, request } = input;
+  const { userId, appId, request, receivedAt } = input;
   const { clientId, changes } = request;
-  let fresh: Change[] = [];
-  if (changes.length > 0) {
-    const batch = changes.map((c) => {
-      const { data, fieldTimestamps } = toStored(c);
-      return {
-        e: c.eventId ?? null,
-        t: c.table,
-        i: c.id,
-        o: c.op,
-        d: data,
-        f: fieldTimestamps,
-        v: c.schemaVersion,
-      };
-    });
-    const inserted = await tx.query<{ eventId: string }>(
-      INSERT_BATCH,
-      [userId, appId, clientId, changes.length, JSON.stringify(batch)],
-    );
-    fresh = newChanges(changes, new Set(inserted.map((r) => r.eventId)));
-  }
-  const conflicts = fresh.length > 0 ? await mergeState(tx, input, fresh) : [];
+  const { stored, conflicts } = await storeChanges(
+    tx,
+    userId,
+    changes.map((change) => ({ appId, clientId, receivedAt, change })),
+  );
   const page = await readPage(tx, {
     userId,
     appId,
@@ -186,17 +177,62 @@ async function push(tx: Sql, input: PushInput): Promise<PushResult> {
     ...page,
     conflicts,
     tables: [...new Set(changes.map((c) => c.table))],
-    stored: fresh.length,
+    stored: stored.length,
   };
 }
 
+/** One change to store, with where it comes from. */
+export interface ChangeEntry {
+  appId: string;
+  /** The client that made the change: stored with it, and its side in LWW ties. */
+  clientId: string;
+  /** The LWW time of a hard delete, or of an insert that carries no time of its own. */
+  receivedAt: string;
+  change: Change;
+}
+
 /**
- * The changes of a batch that were stored: those without a client eventId (the server assigned a
+ * Stores a batch of one user's changes, the one way every write goes (push and backup import):
+ * stamps them in order under the user's clock lock, skips eventIds already stored, and merges the
+ * stored ones into the LWW state. Runs inside the user's transaction (`withUser`); returns the
+ * entries actually stored and the incoming values that lost to newer ones.
+ */
+export async function storeChanges(
+  tx: Sql,
+  userId: string,
+  entries: readonly ChangeEntry[],
+): Promise<{ stored: ChangeEntry[]; conflicts: Conflict[] }> {
+  if (entries.length === 0) return { stored: [], conflicts: [] };
+  const batch = entries.map(({ appId, clientId, change: c }) => {
+    const { data, fieldTimestamps } = toStored(c);
+    return {
+      e: c.eventId ?? null,
+      a: appId,
+      c: clientId,
+      t: c.table,
+      i: c.id,
+      o: c.op,
+      d: data,
+      f: fieldTimestamps,
+      v: c.schemaVersion,
+    };
+  });
+  const inserted = await tx.query<{ eventId: string }>(
+    INSERT_BATCH,
+    [userId, entries.length, JSON.stringify(batch)],
+  );
+  const stored = newEntries(entries, new Set(inserted.map((r) => r.eventId)));
+  const conflicts = stored.length > 0 ? await mergeState(tx, userId, stored) : [];
+  return { stored, conflicts };
+}
+
+/**
+ * The entries of a batch that were stored: those without a client eventId (the server assigned a
  * new one) and the first occurrence of each eventId the insert returned.
  */
-function newChanges(changes: readonly Change[], inserted: Set<string>): Change[] {
+function newEntries(entries: readonly ChangeEntry[], inserted: Set<string>): ChangeEntry[] {
   const seen = new Set<string>();
-  return changes.filter((c) => {
+  return entries.filter(({ change: c }) => {
     if (c.eventId === undefined) return true;
     if (!inserted.has(c.eventId) || seen.has(c.eventId)) return false;
     seen.add(c.eventId);
@@ -207,22 +243,21 @@ function newChanges(changes: readonly Change[], inserted: Set<string>): Change[]
 /** Loads the state of the records a batch touches, merges the batch in order, saves what changed. */
 async function mergeState(
   tx: Sql,
-  input: PushInput,
-  changes: readonly Change[],
+  userId: string,
+  entries: readonly ChangeEntry[],
 ): Promise<Conflict[]> {
-  const { userId, appId, request, receivedAt } = input;
-  const key = (table: string, id: string) => JSON.stringify([table, id]);
-  const keys = [...new Set(changes.map((c) => key(c.table, c.id)))];
-  const rows = await tx.query<{ table: string; id: string; fields: RecordState }>(
+  const key = (appId: string, table: string, id: string) => JSON.stringify([appId, table, id]);
+  const keys = [...new Set(entries.map((e) => key(e.appId, e.change.table, e.change.id)))];
+  const rows = await tx.query<{ appId: string; table: string; id: string; fields: RecordState }>(
     LOAD_STATE,
-    [userId, appId, `[${keys.join(",")}]`],
+    [userId, `[${keys.join(",")}]`],
   );
-  const states = new Map(rows.map((r) => [key(r.table, r.id), r.fields]));
+  const states = new Map(rows.map((r) => [key(r.appId, r.table, r.id), r.fields]));
   const dirty = new Set<string>();
   const conflicts: Conflict[] = [];
-  for (const change of changes) {
-    const k = key(change.table, change.id);
-    const merged = mergeChange(states.get(k), change, { clientId: request.clientId, receivedAt });
+  for (const { appId, clientId, receivedAt, change } of entries) {
+    const k = key(appId, change.table, change.id);
+    const merged = mergeChange(states.get(k), change, { clientId, receivedAt });
     conflicts.push(...merged.conflicts);
     if (merged.changed) {
       states.set(k, merged.state);
@@ -230,11 +265,8 @@ async function mergeState(
     }
   }
   if (dirty.size > 0) {
-    const updates = [...dirty].map((k) => {
-      const [table, id] = JSON.parse(k) as [string, string];
-      return [table, id, states.get(k)];
-    });
-    await tx.query(SAVE_STATE, [userId, appId, JSON.stringify(updates)]);
+    const updates = [...dirty].map((k) => [...JSON.parse(k) as string[], states.get(k)]);
+    await tx.query(SAVE_STATE, [userId, JSON.stringify(updates)]);
   }
   return conflicts;
 }
