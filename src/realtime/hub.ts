@@ -45,8 +45,10 @@ export class Hub {
   add(subscriber: Subscriber): () => void {
     let set = this.#byUser.get(subscriber.userId);
     if (!set) this.#byUser.set(subscriber.userId, set = new Set());
-    set.add(subscriber);
-    this.#connections++;
+    if (!set.has(subscriber)) {
+      set.add(subscriber);
+      this.#connections++;
+    }
     return () => this.#remove(subscriber);
   }
 
@@ -65,11 +67,17 @@ export class Hub {
     for (const subscriber of [...set]) {
       if (subscriber.appId !== undefined && subscriber.appId !== event.appId) continue;
       if (subscriber.clientId !== undefined && subscriber.clientId === event.clientId) continue;
-      if (subscriber.deliver(event)) {
+      let delivered = false;
+      try {
+        delivered = subscriber.deliver(event);
+      } catch { /* a subscriber that throws is treated like one that cannot keep up */ }
+      if (delivered) {
         this.#delivered++;
       } else if (this.#remove(subscriber)) {
         this.#dropped++;
-        subscriber.close(1013, "too slow");
+        try {
+          subscriber.close(1013, "too slow");
+        } catch { /* already gone */ }
       }
     }
   }

@@ -83,7 +83,9 @@ export async function postgresPubSub(
       if (decoded && decoded.from !== instanceId) onEvent(decoded.event);
     },
     onclose: () => {
-      if (!closing) void listen();
+      if (closing) return;
+      onState?.("reconnecting");
+      void listen();
     },
   } as postgres.Options<Record<string, never>>);
 

@@ -65,6 +65,7 @@ export async function runSseStream(options: SseStreamOptions): Promise<void> {
         continue;
       }
       for (const table of [...dirty]) {
+        if (signal.aborted) break;
         dirty.delete(table);
         let page: Page;
         do {

@@ -34,6 +34,7 @@ export interface WsSession {
 }
 
 const json = (x: unknown) => JSON.stringify(x);
+const encoder = new TextEncoder();
 const PONG = json({ type: "pong" });
 const AUTH_OK = json({ type: "auth-ok" });
 
@@ -52,6 +53,7 @@ export function createWsSession(socket: Socket, options: WsSessionOptions): WsSe
     } catch { /* already closing */ }
   };
   const send = (data: string) => {
+    if (state === "closed") return;
     try {
       socket.send(data);
     } catch { /* closing; the close event cleans up */ }
@@ -100,7 +102,13 @@ export function createWsSession(socket: Socket, options: WsSessionOptions): WsSe
     async message(data) {
       if (state === "closed") return;
       if (typeof data !== "string") return fail("messages must be JSON text");
-      if (data.length > maxMessageBytes) return close(1009, "message too large");
+      // UTF-16 length ≤ UTF-8 bytes ≤ 3 × length: encode only when the cheap bound is unsure.
+      if (
+        data.length > maxMessageBytes ||
+        (data.length * 3 > maxMessageBytes && encoder.encode(data).length > maxMessageBytes)
+      ) {
+        return close(1009, "message too large");
+      }
       let msg: unknown;
       try {
         msg = JSON.parse(data);
