@@ -2,7 +2,7 @@
  * Push and pull handlers: parse, call the core, shape the response. Nothing else.
  */
 import type { Context } from "hono";
-import { parsePush, parseSince } from "../sync/change.ts";
+import { APP_ID, parsePush, parseSince } from "../sync/change.ts";
 import { badRequest, SyncError } from "../sync/errors.ts";
 import { futureTimestamp } from "../sync/merge.ts";
 import { instantKeyOfMillis } from "../sync/time.ts";
@@ -21,8 +21,6 @@ export interface SyncHandlerOptions {
   onPushed?: (event: SyncEvent) => void;
   now?: () => number;
 }
-
-const APP_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function appIdOf(c: Context<Env>): string {
   const appId = c.req.param("appId") ?? "";

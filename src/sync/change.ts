@@ -50,6 +50,9 @@ export interface Limits {
 
 export const DEFAULT_LIMITS: Limits = { maxChanges: 1000, maxIdLength: 256, maxDepth: 32 };
 
+/** What an app id looks like (URL segment, backup archive). */
+export const APP_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 type Json = Record<string, unknown>;
@@ -134,7 +137,11 @@ function parseSchemaVersion(raw: unknown, fallback: number, what: string): numbe
   return raw;
 }
 
-function parseChange(raw: unknown, batchVersion: number, limits: Limits): Change {
+/**
+ * Validates one change (a push's, or a backup's event in wire form). Throws a 400 `SyncError`
+ * saying what is wrong; `batchVersion` stands in for a missing or legacy (≤ 0) schemaVersion.
+ */
+export function parseChange(raw: unknown, batchVersion: number, limits: Limits): Change {
   if (!isObject(raw)) throw badRequest("invalid_change", "change is not an object");
   const { op, table, id, eventId } = raw;
   if (!OPS.includes(op as Op)) {
