@@ -68,7 +68,7 @@ export function remoteKeySource(url: string, options: RemoteKeySourceOptions = {
   return {
     async getKey(kid) {
       const age = Date.now() - fetchedAt;
-      if (!keys.has(kid) && age > cooldownMs) await refresh();
+      if (!keys.has(kid) && age >= cooldownMs) await refresh();
       else if (age > maxAgeMs) void refresh();
       return keys.get(kid);
     },
