@@ -10,6 +10,7 @@ import { ConfigError, loadConfig } from "./src/config.ts";
 import { createLogger, errorFields } from "./src/log.ts";
 import { Hub, type SyncEvent } from "./src/realtime/hub.ts";
 import { postgresPubSub, type PubSub, singleInstance } from "./src/realtime/pubsub.ts";
+import { createBackupStore } from "./src/store/backup_store.ts";
 import { openDatabase, pingDatabase } from "./src/store/open.ts";
 import { createSyncStore } from "./src/store/sync_store.ts";
 
@@ -59,6 +60,7 @@ const publish = (event: SyncEvent) => {
 const app = createApp({
   config,
   store: createSyncStore(db),
+  backup: createBackupStore(db),
   verifier: createVerifier(keys, { issuer: config.jwtIssuer, audience: config.jwtAudience }),
   logger,
   checkDatabase: async () => ({ kind: db.kind, ok: await pingDatabase(db) }),

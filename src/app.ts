@@ -8,12 +8,14 @@ import { cors } from "hono/cors";
 import { createMiddleware } from "hono/factory";
 import type { Config } from "./config.ts";
 import { bearerToken, type Verifier } from "./auth/verifier.ts";
+import { backupHandlers } from "./http/backup.ts";
 import type { Env } from "./http/env.ts";
 import { realtimeHandlers } from "./http/realtime.ts";
 import { syncHandlers } from "./http/sync.ts";
 import { errorFields, type Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import type { Hub, SyncEvent } from "./realtime/hub.ts";
+import type { BackupStore } from "./store/backup_store.ts";
 import { isTransientDbError } from "./store/errors.ts";
 import type { SyncStore } from "./store/sync_store.ts";
 import { SyncError } from "./sync/errors.ts";
@@ -21,6 +23,8 @@ import { SyncError } from "./sync/errors.ts";
 export interface AppDeps {
   config: Config;
   store: SyncStore;
+  /** Export and import of `.mana` archives. */
+  backup: BackupStore;
   verifier: Verifier;
   logger: Logger;
   /** The database's state for /health. */
@@ -48,6 +52,14 @@ export function createApp(deps: AppDeps): Hono<Env> {
     pushPageSize: config.pushPageSize,
     pullPageSize: config.pullPageSize,
     onPushed: deps.publish,
+    ...(deps.now ? { now: deps.now } : {}),
+  });
+  const backup = backupHandlers({
+    store: deps.backup,
+    maxImportBytes: config.maxImportBytes,
+    maxConcurrentExports: Math.max(1, Math.floor(config.databasePoolMax / 2)),
+    logger,
+    onImported: deps.publish,
     ...(deps.now ? { now: deps.now } : {}),
   });
   const realtime = realtimeHandlers({
@@ -150,15 +162,18 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.get("/sync/:appId/stream", requireUser, realtime.stream);
   app.get("/ws", realtime.websocket);
   app.get("/ws/:appId", realtime.websocket);
+  // Not billing-gated: a user can always take their data out (protocol), and restore it.
+  app.get("/backup/export", requireUser, backup.exportBackup);
+  app.post("/backup/import", requireUser, backup.importBackup);
 
   for (
-    const [path, allow] of [["/sync/:appId", "POST, OPTIONS"], [
-      "/sync/:appId/pull",
-      "GET, OPTIONS",
-    ], [
-      "/health",
-      "GET",
-    ]] as const
+    const [path, allow] of [
+      ["/sync/:appId", "POST, OPTIONS"],
+      ["/sync/:appId/pull", "GET, OPTIONS"],
+      ["/health", "GET"],
+      ["/backup/export", "GET"],
+      ["/backup/import", "POST, OPTIONS"],
+    ] as const
   ) {
     app.all(path, (c) => {
       c.header("Allow", allow);

@@ -27,6 +27,7 @@ const schema = z.object({
   PUSH_PAGE_SIZE: int(5000),
   PULL_PAGE_SIZE: int(1000),
   MAX_CLOCK_SKEW_SECONDS: int(900, 0),
+  MAX_IMPORT_BYTES: int(256 * 1024 * 1024),
   WS_AUTH_TIMEOUT_SECONDS: z.coerce.number().positive().default(10),
   WS_MAX_BUFFERED_BYTES: int(256 * 1024),
   SSE_HEARTBEAT_SECONDS: z.coerce.number().positive().default(30),
@@ -55,6 +56,8 @@ export interface Config {
   readonly pushPageSize: number;
   readonly pullPageSize: number;
   readonly maxClockSkewSeconds: number;
+  /** Largest backup upload (`POST /backup/import`); the upload is held in memory while it runs. */
+  readonly maxImportBytes: number;
   readonly wsAuthTimeoutMs: number;
   readonly wsMaxBufferedBytes: number;
   readonly sseHeartbeatMs: number;
@@ -105,6 +108,7 @@ export function loadConfig(
     pushPageSize: env.PUSH_PAGE_SIZE,
     pullPageSize: env.PULL_PAGE_SIZE,
     maxClockSkewSeconds: env.MAX_CLOCK_SKEW_SECONDS,
+    maxImportBytes: env.MAX_IMPORT_BYTES,
     wsAuthTimeoutMs: env.WS_AUTH_TIMEOUT_SECONDS * 1000,
     wsMaxBufferedBytes: env.WS_MAX_BUFFERED_BYTES,
     sseHeartbeatMs: env.SSE_HEARTBEAT_SECONDS * 1000,

@@ -10,6 +10,7 @@ import { loadDevKeys, mintDevToken } from "../src/auth/dev_keys.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import { Hub } from "../src/realtime/hub.ts";
+import type { BackupStore } from "../src/store/backup_store.ts";
 import type { SyncStore } from "../src/store/sync_store.ts";
 
 const dataDir = await Deno.makeTempDir();
@@ -22,6 +23,7 @@ function appWith(store: Partial<SyncStore>, database = { kind: "postgres", ok: t
   const app = createApp({
     config: loadConfig(() => undefined, { dev: true }),
     store: store as SyncStore,
+    backup: {} as BackupStore,
     verifier: createVerifier(source),
     logger: createLogger("debug", (line) => lines.push(JSON.parse(line))),
     checkDatabase: () => Promise.resolve(database),

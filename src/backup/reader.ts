@@ -56,6 +56,8 @@ export interface ArchivedEvent {
 export interface BackupSummary {
   manifest: Manifest;
   eventCount: number;
+  /** The uncompressed size of `events.jsonl`. */
+  eventsBytes: number;
   apps: string[];
   /** Commit times of the first and last event; absent when there are none. */
   firstEventAt?: string;
@@ -405,12 +407,16 @@ async function* readEvents(entry: FileEntry): AsyncGenerator<ArchivedEvent> {
 async function verify(entry: FileEntry, manifest: Manifest): Promise<BackupSummary> {
   const hash = createHash("sha256");
   const apps = new Set<string>();
-  let count = 0, min = Infinity, max = -Infinity, previous = "";
+  let bytes = 0, count = 0, min = Infinity, max = -Infinity, previous = "";
   let first: string | undefined, last: string | undefined;
   // The first malformed line is reported after the checksum: if the bytes are not the ones the
   // manifest describes, that is what went wrong.
   let problem: SyncError | undefined;
-  for await (const line of readLines(entry, (bytes) => hash.update(bytes))) {
+  const onBytes = (chunk: Uint8Array) => {
+    hash.update(chunk);
+    bytes += chunk.length;
+  };
+  for await (const line of readLines(entry, onBytes)) {
     count++;
     if (problem) continue;
     try {
@@ -458,6 +464,7 @@ async function verify(entry: FileEntry, manifest: Manifest): Promise<BackupSumma
   return {
     manifest,
     eventCount: count,
+    eventsBytes: bytes,
     apps: sorted,
     ...(first !== undefined && last !== undefined
       ? { firstEventAt: first, lastEventAt: last }

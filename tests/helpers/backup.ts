@@ -9,11 +9,13 @@ import {
 } from "@zip.js/zip.js";
 import type { LogRow } from "../../src/sync/wire.ts";
 
-export async function bytesOf(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+export async function bytesOf(
+  stream: ReadableStream<Uint8Array>,
+): Promise<Uint8Array<ArrayBuffer>> {
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
-export function concat(chunks: readonly Uint8Array[]): Uint8Array {
+export function concat(chunks: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
   let at = 0;
   for (const chunk of chunks) {
@@ -29,7 +31,9 @@ export async function sha256Hex(text: string): Promise<string> {
 }
 
 /** A zip of the given entries, in order, with zip.js (not our writer). */
-export async function zipOf(entries: [name: string, text: string][]): Promise<Uint8Array> {
+export async function zipOf(
+  entries: [name: string, text: string][],
+): Promise<Uint8Array<ArrayBuffer>> {
   const zip = new ZipWriter(new Uint8ArrayWriter(), { useWebWorkers: false });
   for (const [name, text] of entries) await zip.add(name, new TextReader(text));
   return await zip.close();
@@ -54,7 +58,7 @@ export async function unzip(bytes: Uint8Array): Promise<[name: string, text: str
 export async function rewrite(
   bytes: Uint8Array,
   edit: (events: string, manifest: Record<string, unknown>) => [string, string][],
-): Promise<Uint8Array> {
+): Promise<Uint8Array<ArrayBuffer>> {
   const entries = new Map(await unzip(bytes));
   return await zipOf(edit(entries.get("events.jsonl")!, JSON.parse(entries.get("manifest.json")!)));
 }
