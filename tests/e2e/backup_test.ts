@@ -373,6 +373,23 @@ Deno.test("backup end to end", async (t) => {
       // 40 to 70 MiB here, whatever the account's size); holding the account would be 200+ MiB.
       // The peak depends on when V8 collects: reported, not asserted.
       assert.ok(median - baseline < jsonl / 2, `held the account in memory: ${report}`);
+
+      // Abandoned downloads give their transaction (and their export slot) back: more of them in
+      // a row than the instance runs at once (5 with the default pool of 10) all start.
+      for (let i = 0; i < 7; i++) {
+        let status = 0;
+        for (let tries = 0; status !== 200 && tries < 100; tries++) {
+          if (tries > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+          const res = await fetch(`${first.url}/backup/export`, {
+            headers: { authorization: `Bearer ${bigToken}` },
+          });
+          status = res.status;
+          const body = res.body!.getReader();
+          if (status === 200) await body.read();
+          await body.cancel();
+        }
+        assert.equal(status, 200, `abandoned download ${i + 1} could start`);
+      }
     });
   } finally {
     await first.stop();
