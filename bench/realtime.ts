@@ -112,7 +112,7 @@ try {
   // --- notification latency ---------------------------------------------------------------
   // One listening socket per user (the first of its five) on instance A.
   const listeners = syncSockets.slice(0, USERS);
-  async function notificationLatency(pushUrl: string, seconds = SECONDS) {
+  const notificationLatency = async (pushUrl: string, seconds = SECONDS) => {
     const latencies: number[] = [], fromSent: number[] = [];
     let early = 0;
     const pending = new Map<number, { sent: number; response?: number; notified?: number }>();
@@ -165,9 +165,9 @@ try {
       notifiedBeforeResponse: early,
       fromRequestSent: summarize(fromSent),
     };
-  }
+  };
 
-  async function rawRoundTrip() {
+  const rawRoundTrip = async () => {
     const ws = rawSockets[0]!;
     const samples: number[] = [];
     const total = RATE * SECONDS, start = performance.now();
@@ -180,7 +180,7 @@ try {
       samples.push(performance.now() - sent);
     }
     return summarize(samples);
-  }
+  };
 
   const rawLatency = await rawRoundTrip();
   // A short warm-up of each path first (JIT, connection pools), not measured.

@@ -170,7 +170,11 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const [path, allow] of [
       ["/sync/:appId", "POST, OPTIONS"],
       ["/sync/:appId/pull", "GET, OPTIONS"],
+      ["/sync/:appId/stream", "GET, OPTIONS"],
+      ["/ws", "GET"],
+      ["/ws/:appId", "GET"],
       ["/health", "GET"],
+      ["/metrics", "GET"],
       ["/backup/export", "GET"],
       ["/backup/import", "POST, OPTIONS"],
     ] as const

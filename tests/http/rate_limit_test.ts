@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { tokenBucket } from "../../src/http/rate_limit.ts";
 
 Deno.test("tokenBucket() allows a burst of perMinute, then asks to wait", () => {
-  let t = 0;
+  const t = 0;
   const limit = tokenBucket(60, () => t);
   for (let i = 0; i < 60; i++) assert.equal(limit.take("alice"), 0, `request ${i} allowed`);
   assert.equal(limit.take("alice"), 1, "one token a second: wait a second");
