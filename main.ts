@@ -7,6 +7,7 @@ import { loadDevKeys } from "./src/auth/dev_keys.ts";
 import { remoteKeySource, staticKeySource } from "./src/auth/keys.ts";
 import { createVerifier } from "./src/auth/verifier.ts";
 import { ConfigError, loadConfig } from "./src/config.ts";
+import { creditsBilling } from "./src/billing/credits.ts";
 import { createLogger, errorFields } from "./src/log.ts";
 import { Hub, type SyncEvent } from "./src/realtime/hub.ts";
 import { postgresPubSub, type PubSub, singleInstance } from "./src/realtime/pubsub.ts";
@@ -57,8 +58,21 @@ const publish = (event: SyncEvent) => {
   );
 };
 
+const billing = config.manaCreditsUrl
+  ? creditsBilling({
+    url: config.manaCreditsUrl,
+    serviceKey: config.manaServiceKey ?? "",
+    onOutcome: (outcome, error) => {
+      if (outcome === "fail_open") {
+        logger.warn("billing check failed, sync allowed", errorFields(error));
+      }
+    },
+  })
+  : undefined;
+
 const app = createApp({
   config,
+  billing,
   store: createSyncStore(db),
   backup: createBackupStore(db),
   verifier: createVerifier(keys, { issuer: config.jwtIssuer, audience: config.jwtAudience }),

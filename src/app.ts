@@ -8,6 +8,7 @@ import { cors } from "hono/cors";
 import { createMiddleware } from "hono/factory";
 import type { Config } from "./config.ts";
 import { bearerToken, type Verifier } from "./auth/verifier.ts";
+import { type BillingCheck, SYNC_INACTIVE } from "./billing/credits.ts";
 import { backupHandlers } from "./http/backup.ts";
 import type { Env } from "./http/env.ts";
 import { realtimeHandlers } from "./http/realtime.ts";
@@ -29,6 +30,8 @@ export interface AppDeps {
   logger: Logger;
   /** The database's state for /health. */
   checkDatabase: () => Promise<{ kind: string; ok: boolean }>;
+  /** The billing gate of push, pull and stream; none when no MANA_CREDITS_URL is configured. */
+  billing?: BillingCheck | undefined;
   /** This instance's subscribers (WebSocket, SSE). */
   hub: Hub;
   /** Tells every instance's subscribers about a committed push (this instance's hub included). */
@@ -97,6 +100,15 @@ export function createApp(deps: AppDeps): Hono<Env> {
       "counter",
       () => deps.hub.stats().dropped,
     );
+  if (deps.billing) {
+    const billing = deps.billing;
+    metrics.register({
+      name: "mana_sync_billing_checks_total",
+      help: "Billing checks by where the answer came from (cache hit, mana-credits, fail-open)",
+      type: "counter",
+      samples: () => Object.entries(billing.stats()).map(([outcome, n]) => [{ outcome }, n]),
+    });
+  }
 
   app.use(async function accessLog(c, next) {
     const incoming = c.req.header("x-request-id");
@@ -129,6 +141,15 @@ export function createApp(deps: AppDeps): Hono<Env> {
     await next();
   });
 
+  const exempt = new Set(config.billingExemptApps);
+  const requireSync = createMiddleware<Env>(async function requireSync(c, next) {
+    const appId = c.req.param("appId") ?? "";
+    if (deps.billing && !exempt.has(appId) && !(await deps.billing.isActive(c.get("userId")))) {
+      return c.json(SYNC_INACTIVE, 402);
+    }
+    await next();
+  });
+
   const limitBody = bodyLimit({
     maxSize: config.maxBodyBytes,
     onError: () => {
@@ -157,9 +178,9 @@ export function createApp(deps: AppDeps): Hono<Env> {
     (c) => c.text(metrics.render(), 200, { "Content-Type": "text/plain; version=0.0.4" }),
   );
 
-  app.post("/sync/:appId", limitBody, requireUser, sync.push);
-  app.get("/sync/:appId/pull", requireUser, sync.pull);
-  app.get("/sync/:appId/stream", requireUser, realtime.stream);
+  app.post("/sync/:appId", limitBody, requireUser, requireSync, sync.push);
+  app.get("/sync/:appId/pull", requireUser, requireSync, sync.pull);
+  app.get("/sync/:appId/stream", requireUser, requireSync, realtime.stream);
   app.get("/ws", realtime.websocket);
   app.get("/ws/:appId", realtime.websocket);
   // Not billing-gated: a user can always take their data out (protocol), and restore it.

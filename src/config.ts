@@ -22,6 +22,7 @@ const schema = z.object({
   CORS_ORIGINS: list.default(["http://localhost:5173"]),
   MANA_CREDITS_URL: optional(url),
   MANA_SERVICE_KEY: optional(z.string()),
+  BILLING_EXEMPT_APPS: list.default([]),
   MAX_BODY_BYTES: int(10 * 1024 * 1024),
   MAX_CHANGES_PER_PUSH: int(1000),
   PUSH_PAGE_SIZE: int(5000),
@@ -51,6 +52,8 @@ export interface Config {
   readonly corsOrigins: readonly string[];
   readonly manaCreditsUrl: string | undefined;
   readonly manaServiceKey: string | undefined;
+  /** Apps whose sync is never billing-gated. */
+  readonly billingExemptApps: readonly string[];
   readonly maxBodyBytes: number;
   readonly maxChangesPerPush: number;
   readonly pushPageSize: number;
@@ -90,6 +93,11 @@ export function loadConfig(
       "Invalid configuration: JWKS_URL is required (only `deno task dev` runs without it, with a local key pair)",
     );
   }
+  if (env.MANA_CREDITS_URL !== undefined && env.MANA_SERVICE_KEY === undefined) {
+    throw new ConfigError(
+      "Invalid configuration: MANA_SERVICE_KEY is required when MANA_CREDITS_URL is set",
+    );
+  }
   return Object.freeze({
     port: env.PORT,
     host: env.HOST,
@@ -103,6 +111,7 @@ export function loadConfig(
     corsOrigins: Object.freeze(env.CORS_ORIGINS),
     manaCreditsUrl: env.MANA_CREDITS_URL,
     manaServiceKey: env.MANA_SERVICE_KEY,
+    billingExemptApps: Object.freeze(env.BILLING_EXEMPT_APPS),
     maxBodyBytes: env.MAX_BODY_BYTES,
     maxChangesPerPush: env.MAX_CHANGES_PER_PUSH,
     pushPageSize: env.PUSH_PAGE_SIZE,

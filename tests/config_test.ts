@@ -82,3 +82,20 @@ Deno.test("the Dockerfile runs with the start task's flags", async () => {
   const flags = cmd.filter((a) => a.startsWith("--allow-"));
   assert.deepEqual(flags, await startTaskFlags());
 });
+
+Deno.test("loadConfig() needs MANA_SERVICE_KEY with MANA_CREDITS_URL, and reads the exempt apps", () => {
+  assert.throws(
+    () => loadConfig(from({ MANA_CREDITS_URL: "http://127.0.0.1:3061" }), { dev: true }),
+    /MANA_SERVICE_KEY is required when MANA_CREDITS_URL is set/,
+  );
+  const config = loadConfig(
+    from({
+      MANA_CREDITS_URL: "http://127.0.0.1:3061",
+      MANA_SERVICE_KEY: "k",
+      BILLING_EXEMPT_APPS: "calc, clock",
+    }),
+    { dev: true },
+  );
+  assert.deepEqual(config.billingExemptApps, ["calc", "clock"]);
+  assert.deepEqual(loadConfig(from({}), { dev: true }).billingExemptApps, []);
+});

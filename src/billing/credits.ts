@@ -10,6 +10,8 @@ export type BillingOutcome = "hit" | "miss" | "fail_open";
 
 export interface BillingCheck {
   isActive(userId: string): Promise<boolean>;
+  /** How many checks were answered from the cache, by mana-credits, or failed open. */
+  stats(): Record<BillingOutcome, number>;
 }
 
 export interface CreditsBillingOptions {
@@ -33,6 +35,11 @@ export function creditsBilling(options: CreditsBillingOptions): BillingCheck {
   const base = options.url.replace(/\/+$/, "");
   const cache = new Map<string, { active: boolean; expires: number }>();
   const inFlight = new Map<string, Promise<boolean>>();
+  const counts: Record<BillingOutcome, number> = { hit: 0, miss: 0, fail_open: 0 };
+  const outcome = (o: BillingOutcome, error?: unknown) => {
+    counts[o]++;
+    options.onOutcome?.(o, error);
+  };
 
   async function ask(userId: string): Promise<boolean> {
     try {
@@ -56,10 +63,10 @@ export function creditsBilling(options: CreditsBillingOptions): BillingCheck {
         for (const [key, entry] of cache) if (entry.expires <= t) cache.delete(key);
       }
       cache.set(userId, { active: body.active, expires: now() + ttlMs });
-      options.onOutcome?.("miss");
+      outcome("miss");
       return body.active;
     } catch (error) {
-      options.onOutcome?.("fail_open", error);
+      outcome("fail_open", error);
       return true;
     }
   }
@@ -68,7 +75,7 @@ export function creditsBilling(options: CreditsBillingOptions): BillingCheck {
     isActive(userId) {
       const cached = cache.get(userId);
       if (cached && cached.expires > now()) {
-        options.onOutcome?.("hit");
+        outcome("hit");
         return Promise.resolve(cached.active);
       }
       let pending = inFlight.get(userId);
@@ -78,6 +85,7 @@ export function creditsBilling(options: CreditsBillingOptions): BillingCheck {
       }
       return pending;
     },
+    stats: () => ({ ...counts }),
   };
 }
 
