@@ -10,6 +10,7 @@ import type { Config } from "./config.ts";
 import { bearerToken, type Verifier } from "./auth/verifier.ts";
 import { type BillingCheck, SYNC_INACTIVE } from "./billing/credits.ts";
 import { backupHandlers } from "./http/backup.ts";
+import { type RateLimiter, tokenBucket } from "./http/rate_limit.ts";
 import type { Env } from "./http/env.ts";
 import { realtimeHandlers } from "./http/realtime.ts";
 import { syncHandlers } from "./http/sync.ts";
@@ -65,6 +66,11 @@ export function createApp(deps: AppDeps): Hono<Env> {
     onImported: deps.publish,
     ...(deps.now ? { now: deps.now } : {}),
   });
+  const limiters = Object.fromEntries(
+    Object.entries(config.rateLimits).map((
+      [kind, perMinute],
+    ) => [kind, perMinute > 0 ? tokenBucket(perMinute) : undefined]),
+  ) as Record<keyof Config["rateLimits"], RateLimiter | undefined>;
   const realtime = realtimeHandlers({
     hub: deps.hub,
     verifier,
@@ -74,6 +80,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     wsMaxBufferedBytes: config.wsMaxBufferedBytes,
     sseHeartbeatMs: config.sseHeartbeatMs,
     pullPageSize: config.pullPageSize,
+    admitSocket: (userId) => (limiters.ws?.take(userId) ?? 0) === 0,
   });
   const metrics = new Metrics()
     .single(
@@ -141,6 +148,18 @@ export function createApp(deps: AppDeps): Hono<Env> {
     await next();
   });
 
+  /** Per-user limit of one kind of request: 429 with Retry-After when the user's bucket is empty. */
+  const rateLimit = (kind: "push" | "pull" | "stream") =>
+    createMiddleware<Env>(async function rateLimit(c, next) {
+      const wait = limiters[kind]?.take(c.get("userId")) ?? 0;
+      if (wait > 0) {
+        throw new SyncError(429, "rate_limited", `Too many ${kind} requests, retry in ${wait} s`, {
+          headers: { "Retry-After": String(wait) },
+        });
+      }
+      await next();
+    });
+
   const exempt = new Set(config.billingExemptApps);
   const requireSync = createMiddleware<Env>(async function requireSync(c, next) {
     const appId = c.req.param("appId") ?? "";
@@ -178,9 +197,9 @@ export function createApp(deps: AppDeps): Hono<Env> {
     (c) => c.text(metrics.render(), 200, { "Content-Type": "text/plain; version=0.0.4" }),
   );
 
-  app.post("/sync/:appId", limitBody, requireUser, requireSync, sync.push);
-  app.get("/sync/:appId/pull", requireUser, requireSync, sync.pull);
-  app.get("/sync/:appId/stream", requireUser, requireSync, realtime.stream);
+  app.post("/sync/:appId", limitBody, requireUser, rateLimit("push"), requireSync, sync.push);
+  app.get("/sync/:appId/pull", requireUser, rateLimit("pull"), requireSync, sync.pull);
+  app.get("/sync/:appId/stream", requireUser, rateLimit("stream"), requireSync, realtime.stream);
   app.get("/ws", realtime.websocket);
   app.get("/ws/:appId", realtime.websocket);
   // Not billing-gated: a user can always take their data out (protocol), and restore it.

@@ -32,6 +32,10 @@ const schema = z.object({
   WS_AUTH_TIMEOUT_SECONDS: z.coerce.number().positive().default(10),
   WS_MAX_BUFFERED_BYTES: int(256 * 1024),
   SSE_HEARTBEAT_SECONDS: z.coerce.number().positive().default(30),
+  RATE_LIMIT_PUSH_PER_MINUTE: z.coerce.number().int().min(0).optional(),
+  RATE_LIMIT_PULL_PER_MINUTE: z.coerce.number().int().min(0).optional(),
+  RATE_LIMIT_STREAM_PER_MINUTE: z.coerce.number().int().min(0).optional(),
+  RATE_LIMIT_WS_PER_MINUTE: z.coerce.number().int().min(0).optional(),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
@@ -65,7 +69,19 @@ export interface Config {
   readonly wsMaxBufferedBytes: number;
   readonly sseHeartbeatMs: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
+  /** Requests per user and minute (the burst, refilled continuously); 0 turns a limit off. */
+  readonly rateLimits: Readonly<Record<RateLimited, number>>;
 }
+
+export type RateLimited = "push" | "pull" | "stream" | "ws";
+
+/** Production defaults; `deno task dev` has no limits unless one is set. */
+const RATE_LIMIT_DEFAULTS: Record<RateLimited, number> = {
+  push: 600,
+  pull: 1200,
+  stream: 60,
+  ws: 60,
+};
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -122,5 +138,14 @@ export function loadConfig(
     wsMaxBufferedBytes: env.WS_MAX_BUFFERED_BYTES,
     sseHeartbeatMs: env.SSE_HEARTBEAT_SECONDS * 1000,
     logLevel: env.LOG_LEVEL,
+    rateLimits: Object.freeze(
+      Object.fromEntries(
+        (Object.keys(RATE_LIMIT_DEFAULTS) as RateLimited[]).map((kind) => [
+          kind,
+          env[`RATE_LIMIT_${kind.toUpperCase()}_PER_MINUTE` as "RATE_LIMIT_PUSH_PER_MINUTE"] ??
+            (options.dev ? 0 : RATE_LIMIT_DEFAULTS[kind]),
+        ]),
+      ) as Record<RateLimited, number>,
+    ),
   });
 }

@@ -99,3 +99,24 @@ Deno.test("loadConfig() needs MANA_SERVICE_KEY with MANA_CREDITS_URL, and reads 
   assert.deepEqual(config.billingExemptApps, ["calc", "clock"]);
   assert.deepEqual(loadConfig(from({}), { dev: true }).billingExemptApps, []);
 });
+
+Deno.test("loadConfig() limits rates in production, not in dev, unless told", () => {
+  const production = loadConfig(from({ JWKS_URL: "http://127.0.0.1:1/jwks" }), { dev: false });
+  assert.deepEqual(production.rateLimits, { push: 600, pull: 1200, stream: 60, ws: 60 });
+  assert.deepEqual(loadConfig(from({}), { dev: true }).rateLimits, {
+    push: 0,
+    pull: 0,
+    stream: 0,
+    ws: 0,
+  });
+  const tuned = loadConfig(
+    from({
+      JWKS_URL: "http://127.0.0.1:1/jwks",
+      RATE_LIMIT_PULL_PER_MINUTE: "5",
+      RATE_LIMIT_WS_PER_MINUTE: "0",
+    }),
+    { dev: false },
+  );
+  assert.equal(tuned.rateLimits.pull, 5);
+  assert.equal(tuned.rateLimits.ws, 0);
+});

@@ -25,6 +25,8 @@ export interface RealtimeOptions {
   sseHeartbeatMs: number;
   pullPageSize: number;
   maxIdLength?: number;
+  /** Whether a user may open another WebSocket now (rate limit). */
+  admitSocket?: (userId: string) => boolean;
 }
 
 const MAX_COLLECTIONS = 100;
@@ -47,6 +49,7 @@ export function realtimeHandlers(options: RealtimeOptions) {
       appId,
       authTimeoutMs: options.wsAuthTimeoutMs,
       maxBufferedBytes: options.wsMaxBufferedBytes,
+      ...(options.admitSocket ? { admit: options.admitSocket } : {}),
     });
     socket.onmessage = (e) => {
       session.message(e.data).catch((error) =>

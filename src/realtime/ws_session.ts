@@ -23,7 +23,8 @@ export interface WsSessionOptions {
   maxBufferedBytes: number;
   /** Largest client message accepted (1009 beyond). */
   maxMessageBytes?: number;
-  onAuthenticated?: (userId: string) => void;
+  /** Whether this user may open another socket now (rate limit); refused → error and 1013. */
+  admit?: (userId: string) => boolean;
 }
 
 export interface WsSession {
@@ -78,6 +79,10 @@ export function createWsSession(socket: Socket, options: WsSessionOptions): WsSe
       return fail("invalid token");
     }
     if (state !== "authenticating") return; // closed (timeout, client) while verifying
+    if (options.admit && !options.admit(userId)) {
+      send(json({ type: "error", message: "rate limited", tables: ["rate limited"] }));
+      return close(1013, "rate limited");
+    }
     clearTimeout(timer);
     state = "open";
     const clientId = typeof msg.clientId === "string" && msg.clientId !== ""
@@ -94,7 +99,6 @@ export function createWsSession(socket: Socket, options: WsSessionOptions): WsSe
       },
       close,
     });
-    options.onAuthenticated?.(userId);
     send(AUTH_OK);
   }
 

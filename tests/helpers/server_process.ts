@@ -67,6 +67,11 @@ export async function startServer(
       DATABASE_URL: POSTGRES_URL ?? "",
       DATA_DIR: dataDir,
       NO_COLOR: "1",
+      // Tests and benchmarks drive one user hard on purpose; the rate-limit test sets its own.
+      RATE_LIMIT_PUSH_PER_MINUTE: "0",
+      RATE_LIMIT_PULL_PER_MINUTE: "0",
+      RATE_LIMIT_STREAM_PER_MINUTE: "0",
+      RATE_LIMIT_WS_PER_MINUTE: "0",
       ...env,
     },
     stdin: "null",

@@ -113,7 +113,7 @@ Deno.test(
   sanitized,
   async () => {
     const authenticated: string[] = [];
-    const s = setup({ onAuthenticated: (userId) => authenticated.push(userId) });
+    const s = setup({ admit: (userId) => (authenticated.push(userId), true) });
     await using(s, async () => {
       await s.session.message(auth("token-alice"));
       assert.deepEqual(s.socket.sent, [AUTH_OK]);
@@ -498,6 +498,21 @@ Deno.test(
     await s.session.message(message);
     assert.deepEqual(s.socket.closed, { code: 1009, reason: "message too large" });
     assert.deepEqual(s.socket.sent, []);
+    s.session.closed();
+  },
+);
+
+Deno.test(
+  "createWsSession() refuses a user over the socket rate limit with 1013",
+  sanitized,
+  async () => {
+    const s = setup({ admit: () => false });
+    await s.session.message(auth("token-alice"));
+    assert.deepEqual(s.socket.sent, [
+      '{"type":"error","message":"rate limited","tables":["rate limited"]}',
+    ]);
+    assert.deepEqual(s.socket.closed, { code: 1013, reason: "rate limited" });
+    assert.deepEqual(s.hub.stats().connections, 0);
     s.session.closed();
   },
 );
