@@ -138,6 +138,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
     origin: [...config.corsOrigins],
     allowMethods: ["GET", "POST", "OPTIONS"],
     allowHeaders: ["Authorization", "Content-Type", "X-Client-Id"],
+    // A browser's fetch may read these: the archive's file name, waits, the request id.
+    exposeHeaders: ["Content-Disposition", "Retry-After", "X-Request-Id"],
     credentials: true,
     maxAge: 600,
   }));

@@ -260,6 +260,11 @@ Deno.test("sync API end to end", async (t) => {
       assert.equal(ok.headers.get("access-control-allow-origin"), "http://localhost:5173");
       assert.equal(ok.headers.get("access-control-allow-credentials"), "true");
       assert.match(ok.headers.get("access-control-allow-headers") ?? "", /X-Client-Id/i);
+      const get = await fetch(`${server.url}/health`, {
+        headers: { origin: "http://localhost:5173" },
+      });
+      await get.body?.cancel();
+      assert.match(get.headers.get("access-control-expose-headers") ?? "", /Content-Disposition/i);
       const evil = await preflight("https://evil.example");
       await evil.body?.cancel();
       assert.equal(evil.headers.get("access-control-allow-origin"), null);
