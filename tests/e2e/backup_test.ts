@@ -369,10 +369,11 @@ Deno.test("backup end to end", async (t) => {
       } peak while downloading (${samples.length} samples)`;
       console.log(report);
       assert.ok(held - baseline < jsonl / 4, `read ahead of its client: ${report}`);
-      // Streaming at loopback speed leaves a plateau of garbage V8 has not collected yet (about
-      // 40 to 70 MiB here, whatever the account's size); holding the account would be 200+ MiB.
-      // The peak depends on when V8 collects: reported, not asserted.
-      assert.ok(median - baseline < jsonl / 2, `held the account in memory: ${report}`);
+      // Streaming at loopback speed leaves a plateau of garbage V8 has not collected yet (40 to
+      // 70 MiB typically, once 115 MiB under a loaded CI run, whatever the account's size); a
+      // server holding the account measured 219 MiB. The bound sits between the two. The peak
+      // depends on when V8 collects: reported, not asserted.
+      assert.ok(median - baseline < jsonl * 0.8, `held the account in memory: ${report}`);
 
       // Abandoned downloads give their transaction (and their export slot) back: more of them in
       // a row than the instance runs at once (5 with the default pool of 10) all start.
