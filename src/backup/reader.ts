@@ -205,6 +205,24 @@ const isObject = (x: unknown): x is Json =>
 const isCount = (x: unknown): x is number => Number.isInteger(x) && (x as number) >= 0;
 const show = (x: unknown) => JSON.stringify(x) ?? String(x);
 
+/** A schema version must be an integer ≥ 1 this server supports (the manifest's and each line's). */
+function checkSchemaVersion(
+  where: string,
+  schemaVersion: unknown,
+  field: (name: string, ok: boolean, want: string) => void,
+): void {
+  field(
+    "schemaVersion",
+    Number.isInteger(schemaVersion) && (schemaVersion as number) >= 1,
+    "an integer ≥ 1",
+  );
+  if ((schemaVersion as number) > SCHEMA_VERSION) {
+    throw unsupported(
+      `${where}: schemaVersion ${schemaVersion} is newer than this server supports (${SCHEMA_VERSION})`,
+    );
+  }
+}
+
 /** Parses and checks `manifest.json` on its own (its claims about the events are checked later). */
 export function parseManifest(text: string): Manifest {
   let raw: unknown;
@@ -228,16 +246,7 @@ export function parseManifest(text: string): Manifest {
       `${MANIFEST_ENTRY}: formatVersion ${formatVersion} is newer than this server reads (${FORMAT_VERSION})`,
     );
   }
-  field(
-    "schemaVersion",
-    Number.isInteger(schemaVersion) && (schemaVersion as number) >= 1,
-    "an integer ≥ 1",
-  );
-  if ((schemaVersion as number) > SCHEMA_VERSION) {
-    throw unsupported(
-      `${MANIFEST_ENTRY}: schemaVersion ${schemaVersion} is newer than this server supports (${SCHEMA_VERSION})`,
-    );
-  }
+  checkSchemaVersion(MANIFEST_ENTRY, schemaVersion, field);
   field("userId", typeof userId === "string" && userId !== "", "a non-empty string");
   field("createdAt", isTime(createdAt), "an ISO-8601 time");
   field("eventCount", isCount(eventCount), "a non-negative integer");
@@ -307,16 +316,7 @@ export function parseEventLine(line: string, n: number): ArchivedEvent {
     if (!ok) throw invalid(`${where}: ${name} must be ${want}, got ${show(raw[name])}`);
   };
   field("eventId", typeof eventId === "string" && UUID.test(eventId), "a UUID");
-  field(
-    "schemaVersion",
-    Number.isInteger(schemaVersion) && (schemaVersion as number) >= 1,
-    "an integer ≥ 1",
-  );
-  if ((schemaVersion as number) > SCHEMA_VERSION) {
-    throw unsupported(
-      `${where}: schemaVersion ${schemaVersion} is newer than this server supports (${SCHEMA_VERSION})`,
-    );
-  }
+  checkSchemaVersion(where, schemaVersion, field);
   field("appId", typeof appId === "string" && APP_ID.test(appId), "an app id");
   field("op", OPS.includes(op as Op), "insert, update or delete");
   field("data", data === undefined || isObject(data), "an object when present");

@@ -3,7 +3,7 @@
  * when TEST_DATABASE_URL or DATABASE_URL is set. Tests isolate themselves by user id, so one
  * database serves a whole run.
  */
-import { type Db, openPglite, openPostgres } from "../../src/store/db.ts";
+import { type Db, openPglite, openPostgres, withUser } from "../../src/store/db.ts";
 import { loadMigrations, migrate } from "../../src/store/migrate.ts";
 import { MIGRATIONS_DIR } from "../../src/store/open.ts";
 
@@ -46,4 +46,14 @@ export async function scratchPostgres(): Promise<{ url: string; drop: () => Prom
       await admin.close();
     },
   };
+}
+
+/** Rows of `table` visible inside the user's RLS transaction (no user_id filter of its own). */
+export async function countRows(db: Db, userId: string, table = "sync_changes"): Promise<number> {
+  const [row] = await withUser(
+    db,
+    userId,
+    (tx) => tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`),
+  );
+  return row!.n;
 }

@@ -11,7 +11,7 @@ import { type ChangeEntry, createSyncStore } from "../../src/store/sync_store.ts
 import { parsePush } from "../../src/sync/change.ts";
 import { EPOCH_CURSOR } from "../../src/sync/time.ts";
 import type { LogRow } from "../../src/sync/wire.ts";
-import { testDatabases } from "../helpers/databases.ts";
+import { countRows, testDatabases } from "../helpers/databases.ts";
 
 const RECEIVED_AT = "2026-01-01T00:00:00.000Z";
 
@@ -28,14 +28,7 @@ const update = (id: string, field: string, value: unknown, updatedAt: string) =>
   fields: { [field]: { value, updatedAt } },
 });
 
-async function count(db: Db, userId: string, table = "sync_changes"): Promise<number> {
-  const [row] = await withUser(
-    db,
-    userId,
-    (tx) => tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`),
-  );
-  return row!.n;
-}
+const count = countRows;
 
 async function stateOf(db: Db, userId: string) {
   return await withUser(

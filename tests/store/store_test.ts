@@ -3,13 +3,13 @@
  * run on each.
  */
 import assert from "node:assert/strict";
-import { type Db, openPostgres, withUser } from "../../src/store/db.ts";
+import { openPostgres, withUser } from "../../src/store/db.ts";
 import { loadMigrations, migrate } from "../../src/store/migrate.ts";
 import { MIGRATIONS_DIR } from "../../src/store/open.ts";
 import { createSyncStore, type SyncStore } from "../../src/store/sync_store.ts";
 import { type Change, parsePush } from "../../src/sync/change.ts";
 import { EPOCH_CURSOR } from "../../src/sync/time.ts";
-import { POSTGRES_URL, scratchPostgres, testDatabases } from "../helpers/databases.ts";
+import { countRows, POSTGRES_URL, scratchPostgres, testDatabases } from "../helpers/databases.ts";
 
 const RECEIVED_AT = "2026-01-01T00:00:00.000Z";
 
@@ -47,14 +47,7 @@ const task = (
   ...(eventId ? { eventId } : {}),
 });
 
-async function count(db: Db, userId: string, table = "sync_changes"): Promise<number> {
-  const [row] = await withUser(
-    db,
-    userId,
-    (tx) => tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`),
-  );
-  return row!.n;
-}
+const count = countRows;
 
 for (const database of testDatabases) {
   Deno.test(`store on ${database.name}`, async (t) => {
