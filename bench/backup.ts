@@ -19,7 +19,7 @@ import { LOG_COLUMNS } from "../src/store/sync_store.ts";
 import type { LogRow } from "../src/sync/wire.ts";
 import { startJwksServer } from "../tests/helpers/jwks_server.ts";
 import { startServer } from "../tests/helpers/server_process.ts";
-import { machine, round, rssBytes, saveResults, sleep } from "./lib.ts";
+import { machine, round, rssBytes, saveResults, sleep, todoChange as change } from "./lib.ts";
 
 const EVENTS = Number(Deno.env.get("BENCH_EVENTS") ?? 200_000);
 const RUNS = Number(Deno.env.get("BENCH_RUNS") ?? 5);
@@ -27,40 +27,6 @@ const DATABASE_URL = Deno.env.get("DATABASE_URL");
 if (!DATABASE_URL) {
   console.error("Set DATABASE_URL to a PostgreSQL database: the raw baseline reads it directly.");
   Deno.exit(2);
-}
-
-const WORDS =
-  "buy milk eggs bread call mom fix bike book flight pay rent read plan trip water plants"
-    .split(" ");
-const words = (n: number) =>
-  Array.from({ length: n }, () => WORDS[Math.floor(Math.random() * WORDS.length)]).join(" ");
-
-/** A todo app's day: mostly inserts, some field updates, a few soft deletes. */
-function change(i: number) {
-  const id = `t${i}`, at = new Date(Date.UTC(2024, 0, 1) + i * 1000).toISOString();
-  if (i % 20 === 19) return { table: "tasks", id: `t${i - 10}`, op: "delete", deletedAt: at };
-  if (i % 4 === 3) {
-    return {
-      table: "tasks",
-      id: `t${i - 2}`,
-      op: "update",
-      fields: { title: { value: words(4), updatedAt: at }, done: { value: true, updatedAt: at } },
-    };
-  }
-  return {
-    table: i % 10 === 0 ? "lists" : "tasks",
-    id,
-    op: "insert",
-    data: {
-      id,
-      title: words(5),
-      notes: `${words(20)} ${crypto.randomUUID()}`,
-      done: false,
-      priority: i % 3,
-      createdAt: at,
-      updatedAt: at,
-    },
-  };
 }
 
 /** The raw baseline: the user's log through a postgres.js cursor, JSON lines deflated. */

@@ -47,3 +47,52 @@ export async function machine() {
     date: new Date().toISOString(),
   };
 }
+
+const WORDS =
+  "buy milk eggs bread call mom fix bike book flight pay rent read plan trip water plants"
+    .split(" ");
+const words = (n: number) =>
+  Array.from({ length: n }, () => WORDS[Math.floor(Math.random() * WORDS.length)]).join(" ");
+
+/**
+ * The `i`th change of a todo app's day: mostly inserts (a tenth of them lists, the rest tasks),
+ * some field updates, a few soft deletes, one second apart from `base`. Record ids start with
+ * `prefix`, so devices that use different prefixes never touch each other's records.
+ */
+export function todoChange(i: number, { prefix = "t", base = Date.UTC(2024, 0, 1) } = {}) {
+  const id = `${prefix}${i}`, at = new Date(base + i * 1000).toISOString();
+  if (i % 20 === 19) {
+    return { table: "tasks", id: `${prefix}${i - 10}`, op: "delete", deletedAt: at };
+  }
+  if (i % 4 === 3) {
+    return {
+      table: "tasks",
+      id: `${prefix}${i - 2}`,
+      op: "update",
+      fields: { title: { value: words(4), updatedAt: at }, done: { value: true, updatedAt: at } },
+    };
+  }
+  return {
+    table: i % 10 === 0 ? "lists" : "tasks",
+    id,
+    op: "insert",
+    data: {
+      id,
+      title: words(5),
+      notes: `${words(20)} ${crypto.randomUUID()}`,
+      done: false,
+      priority: i % 3,
+      createdAt: at,
+      updatedAt: at,
+    },
+  };
+}
+
+/** CPU time (user + system) a process has used so far, in milliseconds (Linux). */
+export async function cpuMillis(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  // Fields after the command name, which is in parentheses and may contain spaces.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
+  return ticks * 10; // USER_HZ is 100 on Linux
+}
