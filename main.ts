@@ -12,6 +12,7 @@ import { createLogger, errorFields } from "./src/log.ts";
 import { Hub, type SyncEvent } from "./src/realtime/hub.ts";
 import { postgresPubSub, type PubSub, singleInstance } from "./src/realtime/pubsub.ts";
 import { createBackupStore } from "./src/store/backup_store.ts";
+import { instrumentDb } from "./src/store/instrumented_db.ts";
 import { openDatabase, pingDatabase } from "./src/store/open.ts";
 import { createSyncStore } from "./src/store/sync_store.ts";
 
@@ -27,7 +28,13 @@ try {
 }
 
 const logger = createLogger(config.logLevel);
-const { db, applied } = await openDatabase(config);
+const opened = await openDatabase(config);
+const applied = opened.applied;
+// Counts in-flight work and errors for /metrics; the pool is one connection on PGlite.
+const { db, stats: dbStats } = instrumentDb(
+  opened.db,
+  opened.db.kind === "pglite" ? 1 : config.databasePoolMax,
+);
 logger.info("database ready", { kind: db.kind, migrationsApplied: applied });
 
 const keys = config.jwksUrl
@@ -80,6 +87,7 @@ const app = createApp({
   checkDatabase: async () => ({ kind: db.kind, ok: await pingDatabase(db) }),
   hub,
   publish,
+  dbStats,
 });
 
 const shutdown = new AbortController();

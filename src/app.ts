@@ -2,10 +2,11 @@
  * createApp(deps) → the Hono app: middleware order, routes, and the one place where errors become
  * responses. It opens nothing and reads no environment; main.ts hands it what it needs.
  */
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { createMiddleware } from "hono/factory";
+import { matchedRoutes } from "hono/route";
 import type { Config } from "./config.ts";
 import { bearerToken, type Verifier } from "./auth/verifier.ts";
 import { type BillingCheck, SYNC_INACTIVE } from "./billing/credits.ts";
@@ -18,6 +19,7 @@ import { errorFields, type Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import type { Hub, SyncEvent } from "./realtime/hub.ts";
 import type { BackupStore } from "./store/backup_store.ts";
+import type { DbStats } from "./store/instrumented_db.ts";
 import { isTransientDbError } from "./store/errors.ts";
 import type { SyncStore } from "./store/sync_store.ts";
 import { SyncError } from "./sync/errors.ts";
@@ -37,10 +39,32 @@ export interface AppDeps {
   hub: Hub;
   /** Tells every instance's subscribers about a committed push (this instance's hub included). */
   publish: (event: SyncEvent) => void;
+  /** The database's pool use and errors for /metrics (`instrumentDb`); left out when absent. */
+  dbStats?: (() => DbStats) | undefined;
   now?: () => number;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,100}$/;
+
+/** The route label of requests no route matched (bounded cardinality: never the raw path). */
+export const UNMATCHED_ROUTE = "unmatched";
+
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
+/** The operations with a latency histogram, by method and route pattern. */
+const TIMED: Record<string, string> = {
+  "POST /sync/:appId": "push",
+  "GET /sync/:appId/pull": "pull",
+  "GET /backup/export": "export",
+};
+
+/**
+ * The pattern of the route that matched (`/sync/:appId`), skipping the app-wide middleware; a CORS
+ * preflight answered by middleware still names its route. Unmatched → `UNMATCHED_ROUTE`.
+ */
+function routeOf(c: Context<Env>): string {
+  return matchedRoutes(c).find((r) => r.path !== "/*")?.path ?? UNMATCHED_ROUTE;
+}
 
 function errorBody(code: string, message: string, extra?: Record<string, unknown>) {
   return { error: code, message, ...extra };
@@ -49,8 +73,47 @@ function errorBody(code: string, message: string, extra?: Record<string, unknown
 export function createApp(deps: AppDeps): Hono<Env> {
   const { config, logger, verifier } = deps;
   const app = new Hono<Env>();
+  const metrics = new Metrics();
+  const requests = metrics.counter(
+    "mana_sync_http_requests_total",
+    "HTTP requests by method, route pattern and status",
+    ["method", "route", "status"],
+  );
+  const duration = metrics.histogram(
+    "mana_sync_request_duration_seconds",
+    "Time to the response of push, pull and export (export: until the archive starts streaming)",
+    { labelNames: ["operation"] },
+  );
+  for (const operation of Object.values(TIMED)) duration.seed({ operation });
+  const changesStored = metrics.counter(
+    "mana_sync_changes_stored_total",
+    "Changes stored in the log, by where they came from (push, backup import)",
+    ["source"],
+  );
+  const conflictsReported = metrics.counter(
+    "mana_sync_conflicts_total",
+    "Incoming field values that lost to newer ones, reported in push responses",
+  );
+  // The stores as the handlers see them, counting what was stored (in the app, not in the SQL).
+  const store: SyncStore = {
+    push: async (input) => {
+      const result = await deps.store.push(input);
+      changesStored.inc({ source: "push" }, result.stored);
+      conflictsReported.inc({}, result.conflicts.length);
+      return result;
+    },
+    pull: (input) => deps.store.pull(input),
+  };
+  const backupStore: BackupStore = {
+    readLog: (userId, fn) => deps.backup.readLog(userId, fn),
+    importChanges: async (userId, changes) => {
+      const result = await deps.backup.importChanges(userId, changes);
+      changesStored.inc({ source: "import" }, result.stored);
+      return result;
+    },
+  };
   const sync = syncHandlers({
-    store: deps.store,
+    store,
     maxChangesPerPush: config.maxChangesPerPush,
     maxClockSkewSeconds: config.maxClockSkewSeconds,
     pushPageSize: config.pushPageSize,
@@ -59,7 +122,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     ...(deps.now ? { now: deps.now } : {}),
   });
   const backup = backupHandlers({
-    store: deps.backup,
+    store: backupStore,
     maxImportBytes: config.maxImportBytes,
     maxConcurrentExports: Math.max(1, Math.floor(config.databasePoolMax / 2)),
     logger,
@@ -74,7 +137,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
   const realtime = realtimeHandlers({
     hub: deps.hub,
     verifier,
-    store: deps.store,
+    store,
     logger,
     wsAuthTimeoutMs: config.wsAuthTimeoutMs,
     wsMaxBufferedBytes: config.wsMaxBufferedBytes,
@@ -82,7 +145,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     pullPageSize: config.pullPageSize,
     admitSocket: (userId) => (limiters.ws?.take(userId) ?? 0) === 0,
   });
-  const metrics = new Metrics()
+  metrics
     .single(
       "mana_sync_connections_total",
       "Open WebSocket connections and SSE streams",
@@ -116,6 +179,28 @@ export function createApp(deps: AppDeps): Hono<Env> {
       samples: () => Object.entries(billing.stats()).map(([outcome, n]) => [{ outcome }, n]),
     });
   }
+  if (deps.dbStats) {
+    const stats = deps.dbStats;
+    metrics
+      .single(
+        "mana_sync_db_in_flight",
+        "Database transactions and statements running or waiting for a pool connection",
+        "gauge",
+        () => stats().inFlight,
+      )
+      .single(
+        "mana_sync_db_pool_max",
+        "Configured database pool size (1 on the embedded database)",
+        "gauge",
+        () => stats().poolMax,
+      )
+      .register({
+        name: "mana_sync_db_errors_total",
+        help: "Database errors by kind (transient: 503 and retry; other: a failed statement)",
+        type: "counter",
+        samples: () => Object.entries(stats().errors).map(([kind, n]) => [{ kind }, n]),
+      });
+  }
 
   app.use(async function accessLog(c, next) {
     const incoming = c.req.header("x-request-id");
@@ -123,13 +208,19 @@ export function createApp(deps: AppDeps): Hono<Env> {
     c.set("requestId", requestId);
     const started = performance.now();
     await next();
+    const seconds = (performance.now() - started) / 1000;
     c.header("X-Request-Id", requestId);
+    const method = METHODS.has(c.req.method) ? c.req.method : "other";
+    const route = routeOf(c);
+    requests.inc({ method, route, status: String(c.res.status) });
+    const operation = TIMED[`${method} ${route}`];
+    if (operation) duration.observe({ operation }, seconds);
     logger.info("request", {
       requestId,
       method: c.req.method,
       path: c.req.path,
       status: c.res.status,
-      ms: Math.round((performance.now() - started) * 10) / 10,
+      ms: Math.round(seconds * 10_000) / 10,
       ...(c.get("userId") ? { userId: c.get("userId") } : {}),
     });
   });

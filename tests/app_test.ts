@@ -120,3 +120,76 @@ Deno.test("createApp() checks the token before touching the store", async () => 
   assert.equal(res.status, 401);
   assert.equal(called, false);
 });
+
+/** `/metrics` of `app` as series → value. */
+async function series(app: ReturnType<typeof appWith>["app"]): Promise<Map<string, number>> {
+  const text = await (await app.request("/metrics")).text();
+  return new Map(
+    text.split("\n").filter((l) => l !== "" && !l.startsWith("#")).map((l) => {
+      const at = l.lastIndexOf(" ");
+      return [l.slice(0, at), Number(l.slice(at + 1))];
+    }),
+  );
+}
+
+Deno.test("createApp() labels requests with the route pattern, a fixed label when none matched", async () => {
+  const { app } = appWith({});
+  await app.request("/sync/todo", { method: "PUT" });
+  await app.request("/sync/notes", { method: "PUT" });
+  await app.request("/sync/todo", {
+    method: "OPTIONS",
+    headers: { origin: "http://localhost:5173", "access-control-request-method": "POST" },
+  });
+  await app.request("/nothing/here");
+  await app.request("/health", { method: "PROPFIND" });
+  await app.request("/sync/todo/pull?collection=tasks&since=1970-01-01T00:00:00Z");
+  const s = await series(app);
+  const key = (method: string, route: string, status: number) =>
+    `mana_sync_http_requests_total{method="${method}",route="${route}",status="${status}"}`;
+  assert.equal(s.get(key("PUT", "/sync/:appId", 405)), 2);
+  assert.equal(s.get(key("OPTIONS", "/sync/:appId", 204)), 1, "a preflight names its route");
+  assert.equal(s.get(key("GET", "unmatched", 404)), 1);
+  assert.equal(s.get(key("other", "/health", 405)), 1, "unknown methods share one label");
+  assert.equal(s.get(key("GET", "/sync/:appId/pull", 401)), 1);
+  assert.equal(s.get('mana_sync_request_duration_seconds_count{operation="pull"}'), 1);
+  assert.equal(s.get('mana_sync_request_duration_seconds_count{operation="push"}'), 0, "a 405");
+  assert.equal(s.get('mana_sync_request_duration_seconds_count{operation="export"}'), 0);
+  assert.ok([...s.keys()].every((k) => !k.includes("todo") && !k.includes("nothing")));
+  assert.ok(![...s.keys()].some((k) => k.startsWith("mana_sync_db_")), "no database stats given");
+});
+
+Deno.test("createApp() counts the changes a push stored and the conflicts it reported", async () => {
+  const conflict = {
+    table: "tasks",
+    id: "t1",
+    field: "title",
+    clientValue: "old",
+    clientTimestamp: "2024-01-01T09:00:00.000Z",
+    serverValue: "new",
+    serverTimestamp: "2024-01-01T10:00:00.000Z",
+  };
+  let fail = false;
+  const { app } = appWith({
+    push: () =>
+      fail ? Promise.reject(new Error("boom")) : Promise.resolve({
+        serverChanges: [],
+        syncedUntil: "2024-01-01T10:00:00.000000Z",
+        hasMore: false,
+        tables: ["tasks"],
+        stored: 2,
+        conflicts: [conflict, conflict],
+      }),
+  });
+  assert.equal((await push(app)).status, 200);
+  assert.equal((await push(app)).status, 200);
+  fail = true;
+  assert.equal((await push(app)).status, 500);
+  const s = await series(app);
+  assert.equal(s.get('mana_sync_changes_stored_total{source="push"}'), 4);
+  assert.equal(s.get("mana_sync_conflicts_total"), 4);
+  assert.equal(s.get('mana_sync_request_duration_seconds_count{operation="push"}'), 3);
+  assert.equal(
+    s.get('mana_sync_http_requests_total{method="POST",route="/sync/:appId",status="500"}'),
+    1,
+  );
+});

@@ -219,6 +219,8 @@ Deno.test("importBackup() replays every event at its commit time and notifies on
     { userId: "alice", appId: "todo", tables: ["tasks", "lists"], clientId: "laptop" },
     { userId: "alice", appId: "calendar", tables: ["events"], clientId: "laptop" },
   ]);
+  const metrics = await (await app.request("/metrics")).text();
+  assert.match(metrics, /^mana_sync_changes_stored_total\{source="import"\} 2$/m);
 });
 
 Deno.test("the backup routes need a token and answer 405 to other methods", async () => {
