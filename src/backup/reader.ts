@@ -327,6 +327,12 @@ export function parseEventLine(line: string, n: number): ArchivedEvent {
         Object.values(fieldTimestamps).every((t) => typeof t === "string")),
     "an object of strings when present",
   );
+  const timestamps = Object.keys(fieldTimestamps ?? {}).length;
+  if (timestamps > DEFAULT_LIMITS.maxFields) {
+    throw invalid(
+      `${where}: fieldTimestamps has ${timestamps} entries: at most ${DEFAULT_LIMITS.maxFields} are accepted per change`,
+    );
+  }
   field(
     "clientId",
     typeof clientId === "string" && clientId !== "" &&

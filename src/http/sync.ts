@@ -2,7 +2,7 @@
  * Push and pull handlers: parse, call the core, shape the response. Nothing else.
  */
 import type { Context } from "hono";
-import { APP_ID, parsePush, parseSince } from "../sync/change.ts";
+import { APP_ID, DEFAULT_LIMITS, type Limits, parsePush, parseSince } from "../sync/change.ts";
 import { badRequest, SyncError } from "../sync/errors.ts";
 import { futureTimestamp } from "../sync/merge.ts";
 import { instantKeyOfMillis } from "../sync/time.ts";
@@ -40,10 +40,10 @@ function pageBody(page: Page) {
 
 export function syncHandlers(options: SyncHandlerOptions) {
   const { store, now = Date.now } = options;
-  const limits = {
+  const limits: Limits = {
+    ...DEFAULT_LIMITS,
     maxChanges: options.maxChangesPerPush,
-    maxIdLength: options.maxIdLength ?? 256,
-    maxDepth: 32,
+    maxIdLength: options.maxIdLength ?? DEFAULT_LIMITS.maxIdLength,
   };
 
   async function push(c: Context<Env>) {

@@ -46,9 +46,19 @@ export interface Limits {
   maxIdLength: number;
   /** Deepest nesting of objects and arrays inside one value. */
   maxDepth: number;
+  /**
+   * Most fields in one change: keys of an insert's `data`, entries of an update's `fields` (each
+   * becomes one field timestamp). Keys nested inside a value do not count.
+   */
+  maxFields: number;
 }
 
-export const DEFAULT_LIMITS: Limits = { maxChanges: 1000, maxIdLength: 256, maxDepth: 32 };
+export const DEFAULT_LIMITS: Limits = {
+  maxChanges: 1000,
+  maxIdLength: 256,
+  maxDepth: 32,
+  maxFields: 1000,
+};
 
 /** What an app id looks like (URL segment, backup archive). */
 export const APP_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -166,6 +176,7 @@ export function parseChange(raw: unknown, batchVersion: number, limits: Limits):
   }
   if (op === "insert") {
     if (!isObject(raw.data)) throw badRequest("invalid_change", "insert needs a data object");
+    checkFieldCount("data", raw.data, limits);
     for (const key of ["updatedAt", "deletedAt"]) {
       const t = raw.data[key];
       if (present(t) && !isTime(t)) {
@@ -179,6 +190,7 @@ export function parseChange(raw: unknown, batchVersion: number, limits: Limits):
     change.data = raw.data;
   } else if (op === "update") {
     if (!isObject(raw.fields)) throw badRequest("invalid_change", "update needs a fields object");
+    checkFieldCount("update", raw.fields, limits);
     for (const [name, field] of Object.entries(raw.fields)) {
       checkId("field name", name, limits);
       if (!isObject(field) || !("value" in field)) {
@@ -221,6 +233,18 @@ function checkId(what: string, x: unknown, limits: Limits): asserts x is string 
   }
   if (!storable(x)) {
     throw badRequest("invalid_change", `${what} contains a NUL or a lone surrogate`);
+  }
+}
+
+/** Checked before any field is looked at. */
+function checkFieldCount(what: string, object: Json, limits: Limits): void {
+  const count = Object.keys(object).length;
+  if (count > limits.maxFields) {
+    const fields = count === 1 ? "1 field" : `${count} fields`;
+    throw badRequest(
+      "invalid_change",
+      `${what} has ${fields}: at most ${limits.maxFields} are accepted per change`,
+    );
   }
 }
 

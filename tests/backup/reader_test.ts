@@ -199,6 +199,29 @@ Deno.test("verify() names the first malformed line of an archive whose checksum 
       }),
       /line 2: field "a" has no ISO-8601 updatedAt/,
     ],
+    [
+      "more fields than a push may carry",
+      JSON.stringify({
+        ...JSON.parse(good),
+        eventId: crypto.randomUUID(),
+        op: "insert",
+        data: Object.fromEntries(Array.from({ length: 1001 }, (_, i) => [`f${i}`, i])),
+      }),
+      /line 2: data has 1001 fields: at most 1000 are accepted per change/,
+    ],
+    [
+      "more field timestamps than a push may carry",
+      JSON.stringify({
+        ...JSON.parse(good),
+        eventId: crypto.randomUUID(),
+        op: "update",
+        data: { a: 1 },
+        fieldTimestamps: Object.fromEntries(
+          Array.from({ length: 1001 }, (_, i) => [`f${i}`, "2024-01-01T10:00:00.000Z"]),
+        ),
+      }),
+      /line 2: fieldTimestamps has 1001 entries: at most 1000 are accepted per change/,
+    ],
   ];
   for (const [name, line, message] of cases) {
     await t.step(name, async () => {

@@ -182,6 +182,16 @@ Deno.test("sync API end to end", async (t) => {
           "invalid_app_id",
         ],
         [
+          "more fields in a change than allowed",
+          () =>
+            laptop.push([valid, {
+              ...taskInsert("wide", "x"),
+              data: Object.fromEntries(Array.from({ length: 1001 }, (_, i) => [`f${i}`, i])),
+            }]),
+          400,
+          "invalid_change",
+        ],
+        [
           "too many changes",
           () => laptop.push(Array.from({ length: 1001 }, (_, i) => taskInsert(`m${i}`, "x"))),
           413,
@@ -213,6 +223,12 @@ Deno.test("sync API end to end", async (t) => {
           assert.equal(reply.body.error, code);
           if (name === "bad change names its index") {
             assert.match(String(reply.body.message), /change 1:/);
+          }
+          if (name === "more fields in a change than allowed") {
+            assert.equal(
+              reply.body.message,
+              "Cannot apply change 1: data has 1001 fields: at most 1000 are accepted per change",
+            );
           }
           if (code === "clock_skew") assert.ok(!isNaN(Date.parse(String(reply.body.serverTime))));
         });

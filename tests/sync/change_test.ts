@@ -831,6 +831,92 @@ Deno.test("parsePush() bounds the nesting of values", async (t) => {
   });
 });
 
+/** An object of `n` keys `f0`…, each with `value(i)`. */
+function keys<T>(n: number, value: (i: number) => T): Record<string, T> {
+  return Object.fromEntries(Array.from({ length: n }, (_, i) => [`f${i}`, value(i)]));
+}
+
+Deno.test("parsePush() bounds the fields of a change", async (t) => {
+  const field = (i: number) => ({ value: i, updatedAt: SINCE });
+  await t.step("the default maxFields is 1000", () => {
+    assert.equal(DEFAULT_LIMITS.maxFields, 1000);
+  });
+  await t.step("an insert's data of exactly maxFields keys is accepted", () => {
+    const data = keys(1000, (i) => i);
+    assert.equal(Object.keys(assertChangeAccepted({ ...insert(), data }).data!).length, 1000);
+  });
+  await t.step("one key more is refused, naming the change", () => {
+    assertChangeRefused(
+      { ...insert(), data: keys(1001, (i) => i) },
+      "data has 1001 fields: at most 1000 are accepted per change",
+    );
+  });
+  await t.step("an update of exactly maxFields fields (field timestamps) is accepted", () => {
+    const fields = keys(1000, field);
+    assert.deepEqual(assertChangeAccepted({ ...update(), fields }).fields, fields);
+  });
+  await t.step("one field more is refused", () => {
+    assertChangeRefused(
+      { ...update(), fields: keys(1001, field) },
+      "update has 1001 fields: at most 1000 are accepted per change",
+    );
+  });
+  const limits = { ...DEFAULT_LIMITS, maxFields: 3 };
+  /** `bad` after a delete (which fits any limit): the 400 names index 1. */
+  const refusedAt1 = (bad: unknown, detail: string, at = limits) =>
+    assertRefused(() => parsePush(body([softDelete(), bad]), { limits: at }), {
+      status: 400,
+      code: "invalid_change",
+      message: `Cannot apply change 1: ${detail}`,
+    });
+  await t.step("against a configured maxFields", () => {
+    assertChangeAccepted({ ...insert(), data: { id: "t1", a: 1, updatedAt: SINCE } }, limits);
+    refusedAt1(
+      { ...insert(), data: { id: "t1", a: 1, b: 2, updatedAt: SINCE } },
+      "data has 4 fields: at most 3 are accepted per change",
+    );
+    assertChangeAccepted({ ...update(), fields: keys(3, field) }, limits);
+    refusedAt1(
+      { ...update(), fields: keys(4, field) },
+      "update has 4 fields: at most 3 are accepted per change",
+    );
+  });
+  await t.step("keys nested in a value do not count, in objects or in arrays", () => {
+    const wide = keys(5000, (i) => i);
+    const data = { id: "t1", nested: { wide, list: [wide, [wide]] }, list: Array(5000).fill(1) };
+    assert.deepEqual(assertChangeAccepted({ ...insert(), data }, limits).data, data);
+    const fields = { meta: { value: { wide, deeper: [{ wide }] }, updatedAt: SINCE } };
+    assert.deepEqual(assertChangeAccepted({ ...update(), fields }, limits).fields, fields);
+  });
+  await t.step("the count is checked before the fields themselves", () => {
+    // Every field is malformed, but the count is what the client hears about.
+    refusedAt1(
+      { ...update(), fields: keys(4, () => ({ noValue: true })) },
+      "update has 4 fields: at most 3 are accepted per change",
+    );
+  });
+  await t.step("each change is bounded by itself, not the batch as a whole", () => {
+    const changes = Array.from({ length: 5 }, () => ({ ...insert(), data: keys(3, (i) => i) }));
+    assert.equal(parsePush(body(changes), { limits }).changes.length, 5);
+  });
+  await t.step("a delete stores only deletedAt, so its data is not counted", () => {
+    const change = assertChangeAccepted(
+      { ...softDelete(), data: { ...keys(10, (i) => i), deletedAt: SINCE } },
+      limits,
+    );
+    assert.equal(change.deletedAt, "2024-01-01T10:07:00.000Z");
+  });
+  await t.step("maxFields 0 leaves only empty records and updates", () => {
+    const none = { ...DEFAULT_LIMITS, maxFields: 0 };
+    assert.deepEqual(assertChangeAccepted({ ...insert(), data: {} }, none).data, {});
+    refusedAt1(
+      { ...insert(), data: { id: "t1" } },
+      "data has 1 field: at most 0 are accepted per change",
+      none,
+    );
+  });
+});
+
 Deno.test("parsePush() returns timestamps byte for byte as sent", () => {
   const times = [
     "2024-01-01T12:05:00,5+0200",
