@@ -161,18 +161,13 @@ export function createSyncStore(db: Db): SyncStore {
 async function push(tx: Sql, input: PushInput): Promise<PushResult> {
   const { userId, appId, request, receivedAt } = input;
   const { clientId, changes } = request;
-  const { stored, conflicts } = await storeChanges(
-    tx,
-    userId,
-    changes.map((change) => ({ appId, clientId, receivedAt, change })),
-  );
-  const page = await readPage(tx, {
-    userId,
-    appId,
-    clientId,
-    since: request.since,
-    pageSize: input.pageSize,
-  });
+  // Both in one round trip: storeChanges sends its insert (which takes the clock lock) and its
+  // state read before it first awaits, and the page read follows them on the same connection, so
+  // the page sees this push's stamps and `syncedUntil` covers them.
+  const [{ stored, conflicts }, page] = await Promise.all([
+    storeChanges(tx, userId, changes.map((change) => ({ appId, clientId, receivedAt, change }))),
+    readPage(tx, { userId, appId, clientId, since: request.since, pageSize: input.pageSize }),
+  ]);
   return {
     ...page,
     conflicts,
@@ -217,12 +212,14 @@ export async function storeChanges(
       v: c.schemaVersion,
     };
   });
-  const inserted = await tx.query<{ eventId: string }>(
-    INSERT_BATCH,
-    [userId, entries.length, JSON.stringify(batch)],
-  );
+  // One round trip: the insert takes the clock lock, then the state of every record the batch
+  // touches is read under it (a few rows more than needed when some eventIds are already stored).
+  const [inserted, states] = await Promise.all([
+    tx.query<{ eventId: string }>(INSERT_BATCH, [userId, entries.length, JSON.stringify(batch)]),
+    loadState(tx, userId, entries),
+  ]);
   const stored = newEntries(entries, new Set(inserted.map((r) => r.eventId)));
-  const conflicts = stored.length > 0 ? await mergeState(tx, userId, stored) : [];
+  const conflicts = stored.length > 0 ? await mergeState(tx, userId, states, stored) : [];
   return { stored, conflicts };
 }
 
@@ -240,19 +237,29 @@ function newEntries(entries: readonly ChangeEntry[], inserted: Set<string>): Cha
   });
 }
 
-/** Loads the state of the records a batch touches, merges the batch in order, saves what changed. */
-async function mergeState(
+const key = (appId: string, table: string, id: string) => JSON.stringify([appId, table, id]);
+
+/** The stored state of the records a batch touches, by `key`. */
+async function loadState(
   tx: Sql,
   userId: string,
   entries: readonly ChangeEntry[],
-): Promise<Conflict[]> {
-  const key = (appId: string, table: string, id: string) => JSON.stringify([appId, table, id]);
+): Promise<Map<string, RecordState>> {
   const keys = [...new Set(entries.map((e) => key(e.appId, e.change.table, e.change.id)))];
   const rows = await tx.query<{ appId: string; table: string; id: string; fields: RecordState }>(
     LOAD_STATE,
     [userId, `[${keys.join(",")}]`],
   );
-  const states = new Map(rows.map((r) => [key(r.appId, r.table, r.id), r.fields]));
+  return new Map(rows.map((r) => [key(r.appId, r.table, r.id), r.fields]));
+}
+
+/** Merges the stored entries into the loaded states in order, saves what changed. */
+async function mergeState(
+  tx: Sql,
+  userId: string,
+  states: Map<string, RecordState>,
+  entries: readonly ChangeEntry[],
+): Promise<Conflict[]> {
   const dirty = new Set<string>();
   const conflicts: Conflict[] = [];
   for (const { appId, clientId, receivedAt, change } of entries) {
