@@ -122,7 +122,10 @@ export function canonicalJson(value: unknown): string {
  */
 export function futureTimestamp(changes: readonly Change[], limitKey: string): string | undefined {
   for (const change of changes) {
+    let previous: string | undefined;
     for (const [, write] of fieldWrites(change, "", "")) {
+      if (write.t === previous) continue; // an insert writes all its fields at one time
+      previous = write.t;
       const key = instantKey(write.t);
       if (key !== undefined && key > limitKey) return write.t;
     }

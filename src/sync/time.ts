@@ -9,8 +9,31 @@
 const ISO =
   /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?(Z|z|[+-]\d{2}(?::?\d{2})?)?)?$/;
 
+/** What clients send nearly always (`Date.prototype.toISOString()`): UTC, `T`, `Z`. */
+const UTC_ISO = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?Z$/;
+
+const daysInMonth = (year: number, month: number) =>
+  month === 2
+    ? (year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28)
+    : month === 4 || month === 6 || month === 9 || month === 11
+    ? 30
+    : 31;
+
 /** The instant key of an ISO-8601 time, or `undefined` when `text` is not one. */
 export function instantKey(text: string): string | undefined {
+  // The common form is its own key up to the fraction: no Date needed (this runs per field).
+  const utc = UTC_ISO.exec(text);
+  if (utc) {
+    const [, y, mo, d, h, mi, s, frac = ""] = utc;
+    const month = +mo!, day = +d!;
+    if (
+      month < 1 || month > 12 || day < 1 || day > daysInMonth(+y!, month) || +h! > 23 ||
+      +mi! > 59 || +s! > 59
+    ) {
+      return undefined;
+    }
+    return text.slice(0, 19) + "." + (frac + "000000000").slice(0, 9) + "Z";
+  }
   const m = ISO.exec(text);
   if (!m) return undefined;
   const [, y, mo, d, h = "0", mi = "0", s = "0", frac = "", zone = "Z"] = m;
@@ -52,10 +75,13 @@ export function isTime(text: unknown): text is string {
   return typeof text === "string" && instantKey(text) !== undefined;
 }
 
-/** The canonical cursor (`YYYY-MM-DDTHH:MM:SS.uuuuuuZ`) for a time, truncated to microseconds. */
+/**
+ * The canonical cursor (`YYYY-MM-DDTHH:MM:SS.uuuuuuZ`) for a time, truncated to microseconds;
+ * `undefined` before the year 1, which PostgreSQL cannot read as a `timestamptz`.
+ */
 export function parseCursor(text: string): string | undefined {
   const key = instantKey(text);
-  return key === undefined ? undefined : key.slice(0, 26) + "Z";
+  return key === undefined || key < "0001" ? undefined : key.slice(0, 26) + "Z";
 }
 
 /** The cursor before every possible change. */

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import {
   EPOCH_CURSOR,
   instantKey,
@@ -6,6 +7,7 @@ import {
   isTime,
   parseCursor,
 } from "../../src/sync/time.ts";
+import { fuzzParameters } from "../helpers/fuzz.ts";
 
 /** Deterministic PRNG (mulberry32) so that property tests replay identically. */
 function random(seed: number): () => number {
@@ -213,6 +215,16 @@ Deno.test("parseCursor() truncates to microseconds, never rounds", async (t) => 
   });
 });
 
+Deno.test("parseCursor() refuses times before the year 1, which PostgreSQL cannot store", () => {
+  for (
+    const text of ["0000-01-01", "0000-12-31T23:59:59.999999999Z", "0001-01-01T00:30:00+01:00"]
+  ) {
+    assert.equal(parseCursor(text), undefined, text);
+    assert.equal(isTime(text), true, `${text} is still a time a field may carry`);
+  }
+  assert.equal(parseCursor("0001-01-01T00:00:00Z"), "0001-01-01T00:00:00.000000Z");
+});
+
 Deno.test("parseCursor() is idempotent on its own output", () => {
   for (const text of ["2024-01-01T12:06:15.123456789+02:00", "1999-12-31", EPOCH_CURSOR]) {
     const cursor = parseCursor(text);
@@ -318,4 +330,40 @@ Deno.test("instantKey() text order is time order across offsets", async (t) => {
     assert.deepEqual([...keys].sort(), keys);
     assert.equal(new Set(keys).size, keys.length);
   });
+});
+
+Deno.test("instantKey() reads the common UTC form exactly as it reads the same time with an offset", () => {
+  // The `…Z` form has a fast path without Date; `+00:00` takes the general one: they must agree.
+  const two = (n: number) => String(n).padStart(2, "0");
+  fc.assert(
+    fc.property(
+      // Century years, leap years and month ends are where calendars go wrong.
+      fc.oneof(
+        fc.integer({ min: 0, max: 9999 }),
+        fc.integer({ min: 0, max: 99 }).map((c) => c * 100),
+        fc.integer({ min: 0, max: 2499 }).map((c) => c * 4),
+      ),
+      fc.integer({ min: 0, max: 13 }),
+      fc.oneof(fc.integer({ min: 0, max: 32 }), fc.integer({ min: 28, max: 31 })),
+      fc.integer({ min: 0, max: 24 }),
+      fc.integer({ min: 0, max: 60 }),
+      fc.integer({ min: 0, max: 60 }),
+      fc.option(fc.stringMatching(/^\d{1,12}$/), { nil: undefined }),
+      (y, mo, d, h, mi, s, frac) => {
+        const head = `${String(y).padStart(4, "0")}-${two(mo)}-${two(d)}T${two(h)}:${two(mi)}:${
+          two(s)
+        }${frac === undefined ? "" : "." + frac}`;
+        const date = new Date(0);
+        date.setUTCFullYear(y, mo - 1, d);
+        const valid = mo >= 1 && mo <= 12 && d >= 1 && date.getUTCMonth() === mo - 1 &&
+          h <= 23 && mi <= 59 && s <= 59;
+        const expected = valid
+          ? head.slice(0, 19) + "." + ((frac ?? "") + "000000000").slice(0, 9) + "Z"
+          : undefined;
+        assert.equal(instantKey(head + "Z"), expected);
+        assert.equal(instantKey(head + "+00:00"), expected);
+      },
+    ),
+    fuzzParameters(2000),
+  );
 });
