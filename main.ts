@@ -28,7 +28,23 @@ try {
 }
 
 const logger = createLogger(config.logLevel);
-const opened = await openDatabase(config);
+// postgres.js can write to a connection it has just closed, from a timer, which would end the
+// process (porsager/postgres#1154, #1208). The statement has already failed (CONNECTION_CLOSED, a
+// 503) and its connection is dropped by the pool: log it and go on.
+globalThis.addEventListener("error", (event) => {
+  const error: unknown = event.error;
+  if (
+    error instanceof TypeError && error.message.includes("reading 'write'") &&
+    /nextWrite[\s\S]*postgres/.test(error.stack ?? "")
+  ) {
+    event.preventDefault();
+    logger.warn("postgres.js wrote to a closed connection; ignored", errorFields(error));
+  }
+});
+
+const opened = await openDatabase(config, {
+  onDrop: (reason) => logger.warn("database connection dropped", errorFields(reason)),
+});
 const applied = opened.applied;
 // Counts in-flight work and errors for /metrics; the pool is one connection on PGlite.
 const { db, stats: dbStats } = instrumentDb(
@@ -51,6 +67,7 @@ if (!config.jwksUrl) {
 const hub = new Hub();
 const pubsub: PubSub = config.databaseUrl
   ? await postgresPubSub(config.databaseUrl, (text, params) => db.query(text, params), {
+    timeoutMs: config.databaseTimeoutMs,
     onEvent: (event) => hub.publish(event),
     onState: (state, error) =>
       state === "listening"

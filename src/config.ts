@@ -15,6 +15,7 @@ const schema = z.object({
   HOST: z.string().default("0.0.0.0"),
   DATABASE_URL: optional(z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL")),
   DATABASE_POOL_MAX: int(10),
+  DATABASE_TIMEOUT_SECONDS: z.coerce.number().positive().default(5),
   DATA_DIR: z.string().default(".data"),
   JWKS_URL: optional(url),
   JWT_ISSUER: optional(z.string()),
@@ -49,6 +50,11 @@ export interface Config {
   readonly dev: boolean;
   readonly databaseUrl: string | undefined;
   readonly databasePoolMax: number;
+  /**
+   * Longest wait for PostgreSQL: connecting, a free pool connection plus its first answer, each
+   * later answer. Past it the request gets 503 + Retry-After and the connection is dropped.
+   */
+  readonly databaseTimeoutMs: number;
   readonly dataDir: string;
   readonly jwksUrl: string | undefined;
   readonly jwtIssuer: string | undefined;
@@ -120,6 +126,7 @@ export function loadConfig(
     dev: options.dev,
     databaseUrl: env.DATABASE_URL,
     databasePoolMax: env.DATABASE_POOL_MAX,
+    databaseTimeoutMs: env.DATABASE_TIMEOUT_SECONDS * 1000,
     dataDir: env.DATA_DIR,
     jwksUrl: env.JWKS_URL,
     jwtIssuer: env.JWT_ISSUER,

@@ -4,6 +4,7 @@
  * LISTEN/NOTIFY when the instances share a PostgreSQL, in process on the embedded database.
  * Notifications are hints; a device that misses one still gets everything by pulling.
  */
+import net from "node:net";
 import postgres from "postgres";
 import type { SyncEvent } from "./hub.ts";
 
@@ -52,22 +53,33 @@ export interface PostgresPubSubOptions {
   onState?: (state: "listening" | "reconnecting", error?: unknown) => void;
   /** Longest wait between two attempts to listen again. Default 5 s. */
   maxBackoffMs?: number;
+  /**
+   * How long the listener may take to connect or to answer its periodic ping before its
+   * connection is given up and replaced. Default 5 s.
+   */
+  timeoutMs?: number;
+  /** How often the listener pings its connection. Default 2 × `timeoutMs`. */
+  pingMs?: number;
 }
 
 /**
  * LISTEN on a dedicated, non-pooled connection (LISTEN does not survive a transaction-pooling
  * proxy). When that connection drops, it listens again by itself, with backoff, until it succeeds;
  * the hub's subscriptions live in process and are untouched. Publishing uses the service's pool.
+ * A connection the network silently dropped never closes by itself: a ping that goes unanswered
+ * for `timeoutMs` destroys it, which starts the same reconnection.
  */
 export async function postgresPubSub(
   url: string,
   publishVia: (text: string, params: unknown[]) => Promise<unknown>,
   options: PostgresPubSubOptions,
 ): Promise<PubSub> {
-  const { onEvent, onState, maxBackoffMs = 5000 } = options;
+  const { onEvent, onState, maxBackoffMs = 5000, timeoutMs = 5000 } = options;
+  const pingMs = options.pingMs ?? 2 * timeoutMs;
   const instanceId = crypto.randomUUID();
   let closing = false;
   let listening: Promise<void> | undefined;
+  let socket: net.Socket | undefined;
   // `onnotify` and `onclose` are the options postgres.js's own `sql.listen()` is built on; we use
   // them directly because `listen()` gives up on a channel whose re-LISTEN fails while the
   // database is down, and we must keep trying.
@@ -75,6 +87,18 @@ export async function postgresPubSub(
     max: 1,
     max_lifetime: null,
     fetch_types: false,
+    connect_timeout: Math.ceil(timeoutMs / 1000),
+    // Our own socket, so that an unanswered ping can destroy it.
+    socket: (o: { host: string[]; port: number[]; path?: string }) => {
+      const s = o.path
+        ? net.connect({ path: o.path })
+        : Object.assign(net.connect({ host: o.host[0]!, port: o.port[0]! }), {
+          host: o.host[0],
+          port: o.port[0],
+        });
+      socket = s;
+      return s;
+    },
     onnotice: () => {},
     connection: { application_name: "mana-sync-listener" },
     onnotify: (channel: string, payload: string) => {
@@ -104,12 +128,22 @@ export async function postgresPubSub(
     })().finally(() => listening = undefined);
 
   await listen();
+  const ping = setInterval(async () => {
+    if (listening || closing) return; // reconnecting already
+    const pinged = socket;
+    const timer = setTimeout(() => pinged?.destroy(), timeoutMs);
+    try {
+      await sql.unsafe("SELECT 1");
+    } catch { /* the connection closed: onclose listens again */ }
+    clearTimeout(timer);
+  }, pingMs);
   return {
     publish: async (event) => {
       await publishVia("SELECT pg_notify($1, $2)", [CHANNEL, encodeEvent(event, instanceId)]);
     },
     close: async () => {
       closing = true;
+      clearInterval(ping);
       await sql.end({ timeout: 1 });
     },
   };

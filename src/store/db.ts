@@ -4,7 +4,8 @@
  * with `$n` parameters; values that PostgreSQL would type as `timestamptz` or `jsonb` are passed as
  * text and cast in SQL, so nothing goes through a JavaScript `Date` (millisecond precision).
  */
-import postgres from "postgres";
+import type postgres from "postgres";
+import { createPool, type Lease } from "./pg_pool.ts";
 
 export type Row = Record<string, unknown>;
 
@@ -55,40 +56,124 @@ export function withUser<T>(
 
 export interface PostgresOptions {
   max: number;
+  /** postgres.js `connect_timeout` (TCP, TLS, authentication), in seconds. Default 30. */
+  connectTimeoutSeconds?: number;
+  /**
+   * Longest wait for the database, in milliseconds: for a connection and its first answer, and
+   * for each later answer. Past it the call fails with a transient error (503) and the connection
+   * is dropped (see pg_pool.ts). Unbounded when absent.
+   */
+  timeoutMs?: number;
   /** Called when PostgreSQL sends a notice; off by default. */
   onNotice?: (message: string) => void;
+  /** Called when a connection is given up (it timed out or was lost), with why. */
+  onDrop?: (reason: unknown) => void;
 }
 
 export function openPostgres(url: string, options: PostgresOptions): Db {
-  const sql = postgres(url, {
+  const pool = createPool(url, {
     max: options.max,
-    onnotice: (n) => options.onNotice?.(String(n.message)),
-    connection: { application_name: "mana-sync" },
-    // Timestamps are formatted in SQL; keep postgres.js from turning any into a Date.
-    types: {},
-  });
-  // deno-lint-ignore no-explicit-any
-  const wrap = (s: postgres.Sql<any> | postgres.TransactionSql<any>): Sql => ({
-    query: <T>(text: string, params: readonly unknown[] = []) =>
-      s.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true }) as Promise<
-        T[]
-      >,
-    exec: async (text: string) => {
-      await s.unsafe(text);
+    connectTimeoutSeconds: options.connectTimeoutSeconds ?? 30,
+    timeoutMs: options.timeoutMs,
+    onDrop: options.onDrop,
+    client: {
+      onnotice: (n) => options.onNotice?.(String(n.message)),
+      connection: { application_name: "mana-sync" },
+      // Timestamps are formatted in SQL; keep postgres.js from turning any into a Date.
+      types: {},
     },
-    cursor: <T>(text: string, params: readonly unknown[], batchSize: number) =>
-      s.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true })
-        .cursor(checkBatchSize(batchSize)) as unknown as AsyncIterable<T[]>,
   });
+  // A write transaction left behind by a lost client would keep its row locks (the user's clock)
+  // until the server noticed, which may take hours: the server ends it once idle this long.
+  const begin = options.timeoutMs === undefined
+    ? "BEGIN"
+    : `BEGIN; SET LOCAL idle_in_transaction_session_timeout = ${2 * options.timeoutMs}`;
+  const statements = (c: Lease, issued?: (answer: Promise<unknown>) => void): Sql => {
+    const run = <T>(answer: Promise<T>): Promise<T> => {
+      const bounded = c.bounded(answer);
+      issued?.(bounded);
+      return bounded;
+    };
+    return {
+      query: <T>(text: string, params: readonly unknown[] = []) =>
+        run(
+          c.sql.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true }),
+        ) as Promise<T[]>,
+      exec: async (text: string) => {
+        await run(c.sql.unsafe(text));
+      },
+      cursor: <T>(text: string, params: readonly unknown[], batchSize: number) =>
+        boundedCursor(
+          c,
+          c.sql.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true })
+            .cursor(checkBatchSize(batchSize)) as unknown as AsyncIterable<T[]>,
+        ),
+    };
+  };
+  /** After a failure: a connection whose socket is gone is given up, never reused. */
+  const lost = (c: Lease, error: unknown) => {
+    if (!c.alive) c.drop(error);
+    return error;
+  };
   return {
     kind: "postgres",
-    ...wrap(sql),
+    query: <T>(text: string, params?: readonly unknown[]) =>
+      pool.use((c) =>
+        statements(c).query<T>(text, params).catch((e) => Promise.reject(lost(c, e)))
+      ),
+    exec: (text: string) =>
+      pool.use((c) => statements(c).exec(text).catch((e) => Promise.reject(lost(c, e)))),
     transaction: <T>(fn: (tx: Sql) => Promise<T>, opts?: TransactionOptions) =>
-      (opts?.readOnly
-        ? sql.begin("read only", (tx) => fn(wrap(tx)))
-        : sql.begin((tx) => fn(wrap(tx)))) as Promise<T>,
-    close: () => sql.end({ timeout: 5 }),
+      pool.use(async (c) => {
+        try {
+          await c.bounded(c.sql.unsafe(opts?.readOnly ? "BEGIN READ ONLY" : begin));
+        } catch (error) {
+          throw lost(c, error);
+        }
+        // Every statement of this transaction runs on this session, or fails.
+        c.pin();
+        const pending: Promise<unknown>[] = [];
+        let failed: { error: unknown } | undefined;
+        let open = true;
+        const tx = statements(c, (answer) => {
+          if (!open) throw new Error("Cannot run a statement after its transaction ended");
+          pending.push(answer);
+          answer.catch((error) => failed ??= { error });
+        });
+        try {
+          const result = await fn(tx);
+          // As postgres.js's sql.begin: a failed statement fails the transaction, caught or not.
+          await Promise.allSettled(pending);
+          if (failed) throw failed.error;
+          await c.bounded(c.sql.unsafe("COMMIT"));
+          return result;
+        } catch (error) {
+          open = false;
+          if (c.alive) {
+            await Promise.allSettled(pending);
+            await c.bounded(c.sql.unsafe("ROLLBACK")).catch((e) => c.drop(e));
+          }
+          throw lost(c, error);
+        } finally {
+          open = false;
+        }
+      }),
+    close: () => pool.end(5),
   };
+}
+
+/** A cursor whose every fetch is bounded like any other answer. */
+async function* boundedCursor<T>(c: Lease, rows: AsyncIterable<T[]>): AsyncGenerator<T[]> {
+  const it = rows[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const next = await c.bounded(Promise.resolve(it.next()));
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    await it.return?.();
+  }
 }
 
 /**

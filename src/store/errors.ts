@@ -1,7 +1,7 @@
 /**
  * Which database errors mean "try again later" (503 with Retry-After) rather than a bug (500):
  * lost or refused connections, serialization failures and deadlocks, a server shutting down or
- * out of connections.
+ * out of connections, and a database that did not answer in time (pg_pool.ts).
  */
 const TRANSIENT_SQLSTATES = new Set([
   "40001", // serialization_failure
@@ -17,6 +17,7 @@ const TRANSIENT_CLIENT_CODES = new Set([
   "CONNECTION_ENDED",
   "CONNECTION_DESTROYED",
   "CONNECT_TIMEOUT",
+  "DATABASE_TIMEOUT",
   "ECONNREFUSED",
   "ECONNRESET",
   "EPIPE",
