@@ -28,6 +28,7 @@ try {
 }
 
 const logger = createLogger(config.logLevel);
+
 // postgres.js can write to a connection it has just closed, from a timer, which would end the
 // process (porsager/postgres#1154, #1208). The statement has already failed (CONNECTION_CLOSED, a
 // 503) and its connection is dropped by the pool: log it and go on.
@@ -107,24 +108,63 @@ const app = createApp({
   dbStats,
 });
 
-const shutdown = new AbortController();
+/** Handlers running now (a streaming response's body may outlive its handler). */
+const handling = new Set<Promise<Response>>();
+let stopping = false;
 const server = Deno.serve({
   port: config.port,
   hostname: config.host,
-  signal: shutdown.signal,
   onListen: ({ hostname, port }) => logger.info("listening", { hostname, port }),
-}, app.fetch);
+}, (request, info) => {
+  if (stopping) {
+    return Response.json(
+      { error: "shutting_down", message: "The server is shutting down, try again shortly" },
+      { status: 503, headers: { "Retry-After": "1" } },
+    );
+  }
+  const answer = Promise.resolve(app.fetch(request, info));
+  handling.add(answer);
+  answer.finally(() => handling.delete(answer)).catch(() => {});
+  return answer;
+});
 
+/**
+ * SIGTERM/SIGINT: close WebSockets and SSE streams (1001), let the requests in flight finish, stop
+ * accepting, then close the pool. Deno 2.9's `server.shutdown()` makes a request body that is
+ * still arriving unreadable (denoland/deno#36809), so it is called only once every handler has
+ * returned (each has read its body by then); until then new requests get 503 + Retry-After. After
+ * SHUTDOWN_TIMEOUT_SECONDS, or on a second signal, whatever still runs is cut.
+ */
+const drained = Promise.withResolvers<"drained" | "deadline" | "second signal">();
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   Deno.addSignalListener(signal, () => {
-    logger.info("shutting down", { signal });
+    if (stopping) return drained.resolve("second signal");
+    stopping = true;
+    logger.info("shutting down", { signal, drainSeconds: config.shutdownTimeoutMs / 1000 });
     // Long-lived connections would hold the graceful shutdown open: close them first (1001).
     hub.closeAll(1001, "server shutting down");
-    shutdown.abort();
+    setTimeout(() => drained.resolve("deadline"), config.shutdownTimeoutMs);
+    (async () => {
+      while (handling.size > 0) await Promise.allSettled([...handling]);
+      await server.shutdown(); // stops accepting, waits for streaming responses
+      drained.resolve("drained");
+    })().catch((error) => {
+      logger.error("graceful shutdown failed", errorFields(error));
+      drained.resolve("drained");
+    });
   });
 }
 
-await server.finished;
+const how = await drained.promise;
+if (how !== "drained") {
+  logger.warn("cutting the requests still running", {
+    reason: how,
+    handlers: handling.size,
+    drainSeconds: config.shutdownTimeoutMs / 1000,
+  });
+}
 await pubsub.close();
 await db.close();
 logger.info("stopped");
+// Past the deadline the server still holds connections: the exit cuts them.
+Deno.exit(0);

@@ -37,6 +37,7 @@ const schema = z.object({
   RATE_LIMIT_PULL_PER_MINUTE: z.coerce.number().int().min(0).optional(),
   RATE_LIMIT_STREAM_PER_MINUTE: z.coerce.number().int().min(0).optional(),
   RATE_LIMIT_WS_PER_MINUTE: z.coerce.number().int().min(0).optional(),
+  SHUTDOWN_TIMEOUT_SECONDS: z.coerce.number().positive().default(25),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
@@ -74,6 +75,8 @@ export interface Config {
   readonly wsAuthTimeoutMs: number;
   readonly wsMaxBufferedBytes: number;
   readonly sseHeartbeatMs: number;
+  /** SIGTERM/SIGINT: how long in-flight requests may take to finish before they are cut. */
+  readonly shutdownTimeoutMs: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
   /** Requests per user and minute (the burst, refilled continuously); 0 turns a limit off. */
   readonly rateLimits: Readonly<Record<RateLimited, number>>;
@@ -144,6 +147,7 @@ export function loadConfig(
     wsAuthTimeoutMs: env.WS_AUTH_TIMEOUT_SECONDS * 1000,
     wsMaxBufferedBytes: env.WS_MAX_BUFFERED_BYTES,
     sseHeartbeatMs: env.SSE_HEARTBEAT_SECONDS * 1000,
+    shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_SECONDS * 1000,
     logLevel: env.LOG_LEVEL,
     rateLimits: Object.freeze(
       Object.fromEntries(

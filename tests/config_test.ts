@@ -16,6 +16,7 @@ Deno.test("loadConfig() applies the documented defaults", () => {
   assert.equal(config.pullPageSize, 1000);
   assert.equal(config.maxImportBytes, 256 * 1024 * 1024);
   assert.equal(config.databaseTimeoutMs, 5000);
+  assert.equal(config.shutdownTimeoutMs, 25_000);
   assert.ok(Object.isFrozen(config));
 });
 

@@ -43,7 +43,9 @@ export interface ServerProcess {
   pid: number;
   /** Everything the process printed so far. */
   output(): string;
-  /** Sends SIGTERM and waits for the exit; returns the exit code. */
+  /** Sends a signal now, without waiting (a later stop() sends no second one). */
+  kill(signal: Deno.Signal): void;
+  /** Sends SIGTERM (unless kill() sent a signal) and waits for the exit; returns the exit code. */
   stop(): Promise<number>;
 }
 
@@ -108,14 +110,19 @@ export async function startServer(
     await exited;
     throw started;
   }
+  let signalled = false;
   return {
     port: started,
     pid: child.pid,
     url: `http://127.0.0.1:${started}`,
     output: () => output,
+    kill(signal) {
+      signalled = true;
+      child.kill(signal);
+    },
     async stop() {
       try {
-        child.kill("SIGTERM");
+        if (!signalled) child.kill("SIGTERM");
       } catch { /* already gone */ }
       const code = await exited;
       await drained;
