@@ -88,26 +88,39 @@ export function openPostgres(url: string, options: PostgresOptions): Db {
   const begin = options.timeoutMs === undefined
     ? "BEGIN"
     : `BEGIN; SET LOCAL idle_in_transaction_session_timeout = ${2 * options.timeoutMs}`;
-  const statements = (c: Lease, issued?: (answer: Promise<unknown>) => void): Sql => {
-    const run = <T>(answer: Promise<T>): Promise<T> => {
-      const bounded = c.bounded(answer);
-      issued?.(bounded);
+  /** A transaction's statements: refused once it ended, each one watched for a failure. */
+  interface Tracker {
+    check(): void;
+    issued(answer: Promise<unknown>): void;
+  }
+  const statements = (c: Lease, tx?: Tracker): Sql => {
+    const run = <T>(start: () => Promise<T>): Promise<T> => {
+      try {
+        tx?.check();
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      const bounded = c.bounded(start());
+      tx?.issued(bounded);
       return bounded;
     };
     return {
       query: <T>(text: string, params: readonly unknown[] = []) =>
-        run(
-          c.sql.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true }),
+        run(() =>
+          c.sql.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true })
         ) as Promise<T[]>,
       exec: async (text: string) => {
-        await run(c.sql.unsafe(text));
+        await run(() => c.sql.unsafe(text));
       },
-      cursor: <T>(text: string, params: readonly unknown[], batchSize: number) =>
-        boundedCursor(
+      cursor: <T>(text: string, params: readonly unknown[], batchSize: number) => {
+        tx?.check();
+        return boundedCursor(
           c,
           c.sql.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true })
             .cursor(checkBatchSize(batchSize)) as unknown as AsyncIterable<T[]>,
-        ),
+          () => tx?.check(),
+        );
+      },
     };
   };
   /** After a failure: a connection whose socket is gone is given up, never reused. */
@@ -135,10 +148,14 @@ export function openPostgres(url: string, options: PostgresOptions): Db {
         const pending: Promise<unknown>[] = [];
         let failed: { error: unknown } | undefined;
         let open = true;
-        const tx = statements(c, (answer) => {
-          if (!open) throw new Error("Cannot run a statement after its transaction ended");
-          pending.push(answer);
-          answer.catch((error) => failed ??= { error });
+        const tx = statements(c, {
+          check: () => {
+            if (!open) throw new Error("Cannot run a statement after its transaction ended");
+          },
+          issued: (answer) => {
+            pending.push(answer);
+            answer.catch((error) => failed ??= { error });
+          },
         });
         try {
           const result = await fn(tx);
@@ -163,10 +180,15 @@ export function openPostgres(url: string, options: PostgresOptions): Db {
 }
 
 /** A cursor whose every fetch is bounded like any other answer. */
-async function* boundedCursor<T>(c: Lease, rows: AsyncIterable<T[]>): AsyncGenerator<T[]> {
+async function* boundedCursor<T>(
+  c: Lease,
+  rows: AsyncIterable<T[]>,
+  check: () => void,
+): AsyncGenerator<T[]> {
   const it = rows[Symbol.asyncIterator]();
   try {
     for (;;) {
+      check();
       const next = await c.bounded(Promise.resolve(it.next()));
       if (next.done) return;
       yield next.value;

@@ -3,7 +3,7 @@
  * reached through a TCP proxy the test cuts (the shared PostgreSQL is never touched).
  */
 import assert from "node:assert/strict";
-import { type Db, openPostgres } from "../../src/store/db.ts";
+import { type Db, openPostgres, type Sql } from "../../src/store/db.ts";
 import { isTransientDbError } from "../../src/store/errors.ts";
 import { POSTGRES_URL, scratchPostgres } from "../helpers/databases.ts";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp_proxy.ts";
@@ -121,6 +121,20 @@ Deno.test({
           assert.deepEqual([...await direct.query("SELECT x FROM t")], [{ x: 3 }]);
         } finally {
           await proxy.restore();
+          await db.close();
+        }
+      });
+
+      await t.step("a transaction's statements are refused once it ended", async () => {
+        const db = open(1);
+        try {
+          let leaked: Sql | undefined;
+          await db.transaction(async (tx) => {
+            leaked = tx;
+            await tx.query("SELECT 1");
+          });
+          await assert.rejects(leaked!.query("SELECT 1"), /after its transaction ended/);
+        } finally {
           await db.close();
         }
       });
