@@ -10,7 +10,7 @@ import type { Hub } from "../realtime/hub.ts";
 import { runSseStream } from "../realtime/sse_session.ts";
 import { createWsSession } from "../realtime/ws_session.ts";
 import type { SyncStore } from "../store/sync_store.ts";
-import { parseSince } from "../sync/change.ts";
+import { parseSince, storable } from "../sync/change.ts";
 import { badRequest, SyncError } from "../sync/errors.ts";
 import type { Env } from "./env.ts";
 import { appIdOf } from "./sync.ts";
@@ -79,6 +79,9 @@ export function realtimeHandlers(options: RealtimeOptions) {
         "invalid_collections",
         `At most ${MAX_COLLECTIONS} collections of ${maxIdLength} characters`,
       );
+    }
+    if (!collections.every(storable)) {
+      throw badRequest("invalid_collections", "collections contain a NUL or a lone surrogate");
     }
     const sinceParam = c.req.query("since");
     if (sinceParam === undefined) {

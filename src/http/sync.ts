@@ -2,7 +2,14 @@
  * Push and pull handlers: parse, call the core, shape the response. Nothing else.
  */
 import type { Context } from "hono";
-import { APP_ID, DEFAULT_LIMITS, type Limits, parsePush, parseSince } from "../sync/change.ts";
+import {
+  APP_ID,
+  DEFAULT_LIMITS,
+  type Limits,
+  parsePush,
+  parseSince,
+  storable,
+} from "../sync/change.ts";
 import { badRequest, SyncError } from "../sync/errors.ts";
 import { futureTimestamp } from "../sync/merge.ts";
 import { instantKeyOfMillis } from "../sync/time.ts";
@@ -90,6 +97,9 @@ export function syncHandlers(options: SyncHandlerOptions) {
         "invalid_collection",
         `collection is longer than ${limits.maxIdLength} characters`,
       );
+    }
+    if (!storable(table)) {
+      throw badRequest("invalid_collection", "collection contains a NUL or a lone surrogate");
     }
     const sinceParam = c.req.query("since");
     if (sinceParam === undefined) {

@@ -249,7 +249,7 @@ function checkFieldCount(what: string, object: Json, limits: Limits): void {
 }
 
 /** PostgreSQL's jsonb refuses NUL characters and unpaired surrogates: refuse them up front. */
-function storable(s: string): boolean {
+export function storable(s: string): boolean {
   return s.isWellFormed() && !s.includes("\0");
 }
 
