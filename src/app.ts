@@ -225,6 +225,13 @@ export function createApp(deps: AppDeps): Hono<Env> {
     });
   });
 
+  // Hono answers HEAD with the GET handler's response and drops its body without cancelling it:
+  // a stream (export, SSE) would keep its transaction or its hub slot for good. Cancel it here.
+  app.use(async function headDropsBody(c, next) {
+    await next();
+    if (c.req.method === "HEAD") c.res.body?.cancel("HEAD request").catch(() => {});
+  });
+
   app.use(cors({
     origin: [...config.corsOrigins],
     allowMethods: ["GET", "POST", "OPTIONS"],
