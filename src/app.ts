@@ -338,6 +338,17 @@ export function createApp(deps: AppDeps): Hono<Env> {
       // deno-lint-ignore no-explicit-any
       return c.json(errorBody(error.code, error.message, error.extra.body), error.status as any);
     }
+    if (error instanceof Deno.errors.BadResource) {
+      // The request body broke off: the client hung up mid-body or sent broken chunked framing.
+      logger.warn("request body unreadable", {
+        requestId: c.get("requestId"),
+        ...errorFields(error),
+      });
+      return c.json(
+        errorBody("incomplete_body", "The request body could not be read to its end"),
+        400,
+      );
+    }
     if (isTransientDbError(error)) {
       logger.warn("database unavailable", { requestId: c.get("requestId"), ...errorFields(error) });
       c.header("Retry-After", "2");
