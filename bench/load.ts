@@ -78,20 +78,28 @@ export interface LatencySummary {
   max: number;
 }
 
-/** One completed operation: `t` seconds after the load started (scheduled time), `ms` latency. */
+/**
+ * One completed operation: scheduled `t` seconds after the window started, `ms` from then to the
+ * answer, `serviceMs` from the actual send to the answer.
+ */
 export interface Sample {
   t: number;
   ms: number;
+  serviceMs: number;
 }
 
+/**
+ * One kind of scheduled operation in the window: a push, a pull, or a reconnect of a socket or a
+ * stream (close, open, then `auth-ok` or the stream's headers).
+ */
 export interface KindResult {
-  /** Operations attempted (for ws/sse: every open, the initial ones included). */
   attempted: number;
   ok: number;
+  /** Failed operations; for ws/sse also failed initial opens and unexpected closes or errors. */
   errors: number;
-  /** Successful operations per second of the scheduled window (initial opens excluded). */
+  /** Successful operations per second of the window. */
   perSecond: number;
-  /** From the scheduled time to the complete answer (open: `auth-ok` / stream headers). */
+  /** From the scheduled time to the complete answer. */
   latencyMs: LatencySummary;
   /** From the actual send. */
   serviceMs: LatencySummary;
@@ -105,8 +113,13 @@ export interface LoadResult {
   /** `performance.now()` at the start and end of the scheduled window. */
   startedAt: number;
   endedAt: number;
-  /** Minting tokens and opening the initial sockets and streams. */
-  setupMs: number;
+  /** Before the window: minting tokens and opening the sockets and streams (in batches). */
+  setup: {
+    ms: number;
+    /** Opened, and the time from starting to open one to `auth-ok` / the stream's headers. */
+    sockets: { opened: number; latencyMs: LatencySummary };
+    streams: { opened: number; latencyMs: LatencySummary };
+  };
   kinds: Record<Kind, KindResult>;
   errors: {
     total: number;
@@ -330,7 +343,6 @@ const perKind = <T>(make: () => T) =>
 class Recorder {
   readonly attempted = perKind(() => 0);
   readonly samples = perKind<Sample[]>(() => []);
-  readonly service = perKind<number[]>(() => []);
   readonly errorsBy = perKind<Record<string, number>>(() => ({}));
   readonly examples: string[] = [];
   readonly lag: number[] = [];
@@ -363,8 +375,11 @@ class Recorder {
     try {
       await op();
       const done = performance.now();
-      this.samples[kind].push({ t: (scheduledAt - this.origin) / 1000, ms: done - scheduledAt });
-      this.service[kind].push(done - sent);
+      this.samples[kind].push({
+        t: (scheduledAt - this.origin) / 1000,
+        ms: done - scheduledAt,
+        serviceMs: done - sent,
+      });
     } catch (error) {
       this.error(kind, error);
     } finally {
@@ -384,24 +399,22 @@ class Recorder {
     while (this.#pending.size > 0) await Promise.all([...this.#pending]);
   }
 
-  /** The result of a run; `initial` are the opens before the window, per kind. */
+  /** Forgets the samples of `kind` so far (the setup's opens); returns their summary. */
+  reset(kind: Kind): { opened: number; latencyMs: LatencySummary } {
+    const samples = this.samples[kind];
+    const opened = { opened: samples.length, latencyMs: summarize(samples.map((s) => s.ms)) };
+    samples.length = this.attempted[kind] = 0;
+    return opened;
+  }
+
   result(
-    run: Pick<LoadResult, "seconds" | "startedAt" | "endedAt" | "setupMs" | "hints" | "changes">,
+    run: Pick<LoadResult, "seconds" | "startedAt" | "endedAt" | "setup" | "hints" | "changes">,
     openAtEnd: LoadResult["client"]["openAtEnd"],
-    initial: Partial<Record<Kind, number>> = {},
   ): LoadResult {
     const kinds = perKind(() => ({})) as Record<Kind, KindResult>;
     for (const kind of KINDS) {
-      const samples = this.samples[kind];
-      kinds[kind] = {
-        attempted: this.attempted[kind],
-        ok: samples.length,
-        errors: Object.values(this.errorsBy[kind]).reduce((a, b) => a + b, 0),
-        perSecond: (samples.length - (initial[kind] ?? 0)) / run.seconds,
-        latencyMs: summarize(samples.map((s) => s.ms)),
-        serviceMs: summarize(this.service[kind]),
-        samples,
-      };
+      const errors = Object.values(this.errorsBy[kind]).reduce((a, b) => a + b, 0);
+      kinds[kind] = kindResult(this.attempted[kind], errors, this.samples[kind], run.seconds);
     }
     return {
       ...run,
@@ -418,6 +431,70 @@ class Recorder {
       },
     };
   }
+}
+
+function kindResult(
+  attempted: number,
+  errors: number,
+  samples: Sample[],
+  seconds: number,
+): KindResult {
+  return {
+    attempted,
+    ok: samples.length,
+    errors,
+    perSecond: samples.length / seconds,
+    latencyMs: summarize(samples.map((s) => s.ms)),
+    serviceMs: summarize(samples.map((s) => s.serviceMs)),
+    samples,
+  };
+}
+
+/**
+ * Two runs of the same load as one, e.g. a baseline measured before and after another run: counts
+ * added, samples pooled (`b`'s shifted by `a.seconds`), summaries recomputed. Of the scheduler lag,
+ * only the worse summary of the two is kept.
+ */
+export function mergeResults(a: LoadResult, b: LoadResult): LoadResult {
+  const seconds = a.seconds + b.seconds;
+  const kinds = perKind(() => ({})) as Record<Kind, KindResult>;
+  const byKind = perKind<Record<string, number>>(() => ({}));
+  for (const kind of KINDS) {
+    const [x, y] = [a.kinds[kind], b.kinds[kind]];
+    const samples = [...x.samples, ...y.samples.map((s) => ({ ...s, t: s.t + a.seconds }))];
+    kinds[kind] = kindResult(x.attempted + y.attempted, x.errors + y.errors, samples, seconds);
+    for (const errors of [a.errors.byKind[kind], b.errors.byKind[kind]]) {
+      for (const [status, n] of Object.entries(errors)) {
+        byKind[kind][status] = (byKind[kind][status] ?? 0) + n;
+      }
+    }
+  }
+  const add = <T extends Record<string, number>>(x: T, y: T) =>
+    Object.fromEntries(Object.keys(x).map((k) => [k, x[k]! + y[k]!])) as T;
+  const worse = (x: LatencySummary, y: LatencySummary) => (y.p99 > x.p99 ? y : x);
+  return {
+    seconds,
+    startedAt: a.startedAt,
+    endedAt: b.endedAt,
+    setup: {
+      ms: a.setup.ms + b.setup.ms,
+      sockets: a.setup.sockets.opened >= b.setup.sockets.opened ? a.setup.sockets : b.setup.sockets,
+      streams: a.setup.streams.opened >= b.setup.streams.opened ? a.setup.streams : b.setup.streams,
+    },
+    kinds,
+    errors: {
+      total: a.errors.total + b.errors.total,
+      byKind,
+      examples: [...a.errors.examples, ...b.errors.examples].slice(0, 20),
+    },
+    hints: add(a.hints, b.hints),
+    changes: add(a.changes, b.changes),
+    client: {
+      maxInFlight: Math.max(a.client.maxInFlight, b.client.maxInFlight),
+      schedulerLagMs: worse(a.client.schedulerLagMs, b.client.schedulerLagMs),
+      openAtEnd: b.client.openAtEnd,
+    },
+  };
 }
 
 /** An event of the schedule: `fire(k, scheduledAt)` for k = 0, 1, … at `perSecond`. */
@@ -731,10 +808,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     ...sockets.map((c) => initial("ws", c)),
     ...streams.map((c) => initial("sse", c)),
   ], parallel);
-  const initialOk = { ws: recorder.samples.ws.length, sse: recorder.samples.sse.length };
-  for (const k of ["ws", "sse"] as const) {
-    for (const s of recorder.samples[k]) s.t = -1; // before the window
-  }
+  const opened = { sockets: recorder.reset("ws"), streams: recorder.reset("sse") };
 
   const headers = (device: Device) => ({
     authorization: `Bearer ${device.user.token}`,
@@ -785,7 +859,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const reconnecting = new Set<Connection>();
 
   const start = recorder.origin = performance.now();
-  const setupMs = start - setupStart;
+  const setup = { ms: start - setupStart, ...opened };
   recorder.maxInFlight = 0; // of the scheduled window, not of the setup's batches
   await openLoop(
     [
@@ -819,9 +893,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   };
   await Promise.all([...sockets, ...streams].map((c) => c.close()));
   return recorder.result(
-    { seconds: options.seconds, startedAt: start, endedAt, setupMs, hints, changes },
+    { seconds: options.seconds, startedAt: start, endedAt, setup, hints, changes },
     openAtEnd,
-    initialOk,
   );
 }
 
@@ -917,7 +990,7 @@ export async function runRawLoad(sql: postgres.Sql, options: RawLoadOptions): Pr
       seconds: options.seconds,
       startedAt: start,
       endedAt: performance.now(),
-      setupMs: 0,
+      setup: { ms: 0, sockets: recorder.reset("ws"), streams: recorder.reset("sse") },
       hints: emptyHints(),
       changes,
     },

@@ -3,15 +3,18 @@
  * PostgreSQL database, a steady open-loop mix from many simulated devices for BENCH_SECONDS
  * (default 60): pushes, pulls, authenticated WebSockets receiving `sync-available`, SSE streams,
  * and sockets and streams reconnecting (bench/load.ts). Reported:
- * - throughput and p50/p99/max latency per kind (push, pull, socket and stream opens), latency
- *   measured from each request's scheduled time (no coordinated omission);
+ * - throughput and p50/p99/max latency per kind (push, pull, socket and stream reconnects),
+ *   latency measured from each operation's scheduled time (no coordinated omission);
  * - errors (any non-2xx, network error, unexpected close or error event): must be 0, the bench
  *   exits 1 otherwise; open connections left in `/health` after every client closed: must be 0;
  * - the server's RSS every BENCH_RSS_SECONDS (default 2), at start and end, and a growth verdict:
  *   the mean of the last third of the window against the mean of the middle third;
- * - the raw baseline, measured in the same run right after the soak: the same push and pull
- *   schedule and batches straight into PostgreSQL through postgres.js (`runRawLoad`: the log
- *   INSERT of each batch, the page SELECT of each pull), hence the ratios of push and pull latency.
+ * - the raw baseline, measured in the same run, half before and half after the soak: the same
+ *   push and pull schedule and batches straight into PostgreSQL through postgres.js
+ *   (`runRawLoad`: the log INSERT of each batch, the page SELECT of each pull), hence the ratios
+ *   of push and pull latency;
+ * - CPU used by the server and by this process (the load generator), and the machine's load
+ *   average before and after: others' work on the machine shows in the latencies.
  *
  * DATABASE_URL names any database of the PostgreSQL server to use: the soak creates a fresh
  * database next to it and drops it afterwards.
@@ -22,7 +25,7 @@ import postgres from "postgres";
 import { startJwksServer } from "../tests/helpers/jwks_server.ts";
 import { startServer } from "../tests/helpers/server_process.ts";
 import { cpuMillis, machine, round, rssBytes, saveResults, sleep } from "./lib.ts";
-import { type Kind, type LoadResult, runLoad, runRawLoad, windows } from "./load.ts";
+import { type Kind, type LoadResult, mergeResults, runLoad, runRawLoad, windows } from "./load.ts";
 
 const env = (name: string, fallback: number) => Number(Deno.env.get(name) ?? fallback);
 const SECONDS = env("BENCH_SECONDS", 60);
@@ -102,11 +105,17 @@ const health = async () => await (await fetch(`${server.url}/health`)).json();
 let exitCode = 0;
 try {
   const rssFresh = await rssBytes(server.pid);
+  const loadAverage = async () => (await Deno.readTextFile("/proc/loadavg")).split(" ")[0];
+  const loadBefore = await loadAverage();
 
   // Warm-up, not measured: JIT, both pools, the plans of every statement.
   console.log(`warming up for ${WARMUP_SECONDS} s …`);
   await runLoad({ ...workload, ...connections, url: server.url, token, seconds: WARMUP_SECONDS });
   await runRawLoad(sql, { ...workload, seconds: WARMUP_SECONDS });
+  // Half the raw baseline before the soak and half after, so that a change in what else the
+  // machine runs weighs on both sides alike.
+  console.log(`raw baseline for ${RAW_SECONDS / 2} s …`);
+  const rawBefore = await runRawLoad(sql, { ...workload, seconds: RAW_SECONDS / 2 });
   await sleep(1000);
   const rssIdle = await rssBytes(server.pid);
 
@@ -154,8 +163,13 @@ try {
   await sleep(1000);
   const rssAfterClose = await rssBytes(server.pid);
 
-  console.log(`raw baseline for ${RAW_SECONDS} s …`);
-  const raw = await runRawLoad(sql, { ...workload, seconds: RAW_SECONDS });
+  console.log(`raw baseline for another ${RAW_SECONDS / 2} s …`);
+  const raw = mergeResults(
+    rawBefore,
+    await runRawLoad(sql, { ...workload, seconds: RAW_SECONDS / 2 }),
+  );
+
+  const loadAfter = await loadAverage();
 
   // --- memory -----------------------------------------------------------------------------
   const inWindow = rss.filter((s) => s.at >= soak.startedAt && s.at <= soak.endedAt + 1);
@@ -211,7 +225,7 @@ try {
   const ratio = (kind: "push" | "pull", p: "p50" | "p99") =>
     round(soak.kinds[kind].latencyMs[p] / raw.kinds[kind].latencyMs[p]);
   const results = {
-    machine: await machine(),
+    machine: { ...await machine(), loadAverageBefore: loadBefore, loadAverageAfter: loadAfter },
     settings: {
       seconds: SECONDS,
       rawSeconds: RAW_SECONDS,
@@ -230,7 +244,7 @@ try {
       hints: soak.hints,
       changes: soak.changes,
       client: soak.client,
-      setupMs: Math.round(soak.setupMs),
+      setup: { ...soak.setup, ms: Math.round(soak.setup.ms) },
       cpu,
       connectionsLeftOpen: leftOpen,
     },
@@ -267,11 +281,12 @@ try {
   });
   const { ws, sse } = soak.kinds;
   console.log(
-    `socket opens ${ws.ok} (${round(ws.perSecond, 1)}/s reconnecting), p50/p99 ${
+    `reconnects: ${ws.ok} sockets (${round(ws.perSecond, 1)}/s), p50/p99 ${
       round(ws.latencyMs.p50)
-    }/${round(ws.latencyMs.p99)} ms; stream opens ${sse.ok} (${
-      round(sse.perSecond, 1)
-    }/s), p50/p99 ${round(sse.latencyMs.p50)}/${round(sse.latencyMs.p99)} ms`,
+    }/${round(ws.latencyMs.p99)} ms; ${sse.ok} streams (${round(sse.perSecond, 1)}/s), ` +
+      `p50/p99 ${round(sse.latencyMs.p50)}/${round(sse.latencyMs.p99)} ms; setup opened ` +
+      `${soak.setup.sockets.opened} sockets, ${soak.setup.streams.opened} streams in ` +
+      `${round(soak.setup.ms / 1000, 1)} s`,
   );
   console.log(
     `hints: ${soak.hints.wsSyncAvailable} sync-available, ${soak.hints.sseEvents} SSE pages ` +
@@ -301,6 +316,7 @@ try {
       `${growthPercent} %), slope ${slopeMiBPerMinute} MiB/min: ${verdict}`,
   );
   console.log(`RSS series (s: MiB): ${series.map((s) => `${s.second}: ${s.mib}`).join(", ")}`);
+  console.log(`machine load average (1 min): ${loadBefore} before, ${loadAfter} after`);
   console.log(`errors: ${soak.errors.total} (raw baseline: ${raw.errors.total})`);
   if (soak.errors.total > 0 || raw.errors.total > 0) {
     console.log(JSON.stringify({ soak: soak.errors, raw: raw.errors }, null, 2));
