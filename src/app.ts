@@ -338,8 +338,16 @@ export function createApp(deps: AppDeps): Hono<Env> {
       // deno-lint-ignore no-explicit-any
       return c.json(errorBody(error.code, error.message, error.extra.body), error.status as any);
     }
+    if (isTransientDbError(error)) {
+      logger.warn("database unavailable", { requestId: c.get("requestId"), ...errorFields(error) });
+      c.header("Retry-After", "2");
+      return c.json(
+        errorBody("database_unavailable", "The database is unavailable, try again shortly"),
+        503,
+      );
+    }
     if (error instanceof Deno.errors.BadResource) {
-      // The request body broke off: the client hung up mid-body or sent broken chunked framing.
+      // Not the database's: the request body broke off (client gone mid-body, bad chunking).
       logger.warn("request body unreadable", {
         requestId: c.get("requestId"),
         ...errorFields(error),
@@ -347,14 +355,6 @@ export function createApp(deps: AppDeps): Hono<Env> {
       return c.json(
         errorBody("incomplete_body", "The request body could not be read to its end"),
         400,
-      );
-    }
-    if (isTransientDbError(error)) {
-      logger.warn("database unavailable", { requestId: c.get("requestId"), ...errorFields(error) });
-      c.header("Retry-After", "2");
-      return c.json(
-        errorBody("database_unavailable", "The database is unavailable, try again shortly"),
-        503,
       );
     }
     logger.error("unhandled error", {
