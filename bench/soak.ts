@@ -59,6 +59,14 @@ const MiB = 2 ** 20;
 const mib = (bytes: number) => round(bytes / MiB, 1);
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
+/** CPU time all cores have spent busy (not idle, not waiting for I/O) since boot, in ms (Linux). */
+async function machineBusyMillis(): Promise<number> {
+  const stat = await Deno.readTextFile("/proc/stat");
+  const ticks = stat.slice(0, stat.indexOf("\n")).trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = ticks;
+  return (user! + nice! + system! + irq! + softirq! + steal!) * 10; // USER_HZ is 100
+}
+
 /** Least-squares slope of y over x. */
 function slope(points: { x: number; y: number }[]): number {
   const mx = mean(points.map((p) => p.x)), my = mean(points.map((p) => p.y));
@@ -127,13 +135,20 @@ try {
       `${workload.users} users × ${workload.devicesPerUser} devices …`,
   );
   // RSS of the server, and CPU time of the server and of this process (the load generator).
-  const rss: { at: number; bytes: number; serverCpu: number; clientCpu: number }[] = [];
+  const rss: {
+    at: number;
+    bytes: number;
+    serverCpu: number;
+    clientCpu: number;
+    machineBusyCpu: number;
+  }[] = [];
   const sample = async () =>
     void rss.push({
       at: performance.now(),
       bytes: await rssBytes(server.pid),
       serverCpu: await cpuMillis(server.pid),
       clientCpu: await cpuMillis(Deno.pid),
+      machineBusyCpu: await machineBusyMillis(),
     });
   let sampling = true;
   const sampler = (async () => {
@@ -193,11 +208,16 @@ try {
   const verdict = growthPercent <= 5 ? "flat" : "growing";
   // Share of one core used over the window (between its first and last samples).
   const first = inWindow[0]!, end = inWindow.at(-1)!;
+  const share = (key: "serverCpu" | "clientCpu" | "machineBusyCpu") =>
+    round((100 * (end[key] - first[key])) / (end.at - first.at));
   const cpu = {
-    serverPercentOfOneCore: round((100 * (end.serverCpu - first.serverCpu)) / (end.at - first.at)),
-    loadGeneratorPercentOfOneCore: round(
-      (100 * (end.clientCpu - first.clientCpu)) / (end.at - first.at),
+    serverPercentOfOneCore: share("serverCpu"),
+    loadGeneratorPercentOfOneCore: share("clientCpu"),
+    /** PostgreSQL, and whatever else ran on the machine meanwhile. */
+    restOfMachinePercentOfOneCore: round(
+      share("machineBusyCpu") - share("serverCpu") - share("clientCpu"),
     ),
+    cores: navigator.hardwareConcurrency,
   };
   const memory = {
     freshMiB: mib(rssFresh),
@@ -306,7 +326,8 @@ try {
   console.log(`p99 ms per 10 s: push ${perWindow("push")}; pull ${perWindow("pull")}`);
   console.log(
     `CPU (share of one core): server ${cpu.serverPercentOfOneCore} %, load generator ` +
-      `${cpu.loadGeneratorPercentOfOneCore} %`,
+      `${cpu.loadGeneratorPercentOfOneCore} %, rest of the machine (PostgreSQL, other work) ` +
+      `${cpu.restOfMachinePercentOfOneCore} % (${cpu.cores} cores)`,
   );
   console.log(
     `server RSS: fresh ${memory.freshMiB} MiB, after warm-up ${memory.afterWarmupMiB}, soak start ` +
