@@ -10,7 +10,12 @@ import { createPool, type Lease } from "./pg_pool.ts";
 export type Row = Record<string, unknown>;
 
 export interface Sql {
-  /** One statement with `$n` parameters. */
+  /**
+   * One statement with `$n` parameters. Statements issued without awaiting the previous one run in
+   * the order issued (postgres.js pipelines them: one round trip for several statements). In a
+   * transaction, a write whose answer is not needed need not be awaited at all: if it fails, the
+   * transaction fails and nothing of it is committed.
+   */
   query<T = Row>(text: string, params?: readonly unknown[]): Promise<T[]>;
   /** Several statements without parameters (migrations). */
   exec(text: string): Promise<void>;
@@ -46,11 +51,13 @@ export function withUser<T>(
   options?: TransactionOptions,
 ): Promise<T> {
   return db.transaction(async (tx) => {
-    await tx.query(
+    // Not awaited: sent in the same round trip as fn's first query, which runs after it.
+    const scoped = tx.query(
       "SELECT set_config('app.current_user_id', $1, true), set_config('role', $2, true)",
       [userId, USER_ROLE],
     );
-    return await fn(tx);
+    const [, result] = await Promise.all([scoped, fn(tx)]);
+    return result;
   }, options);
 }
 
@@ -92,6 +99,8 @@ export function openPostgres(url: string, options: PostgresOptions): Db {
   interface Tracker {
     check(): void;
     issued(answer: Promise<unknown>): void;
+    /** Once every statement issued so far has been answered. */
+    settled(): Promise<unknown>;
   }
   const statements = (c: Lease, tx?: Tracker): Sql => {
     const run = <T>(start: () => Promise<T>): Promise<T> => {
@@ -114,10 +123,15 @@ export function openPostgres(url: string, options: PostgresOptions): Db {
       },
       cursor: <T>(text: string, params: readonly unknown[], batchSize: number) => {
         tx?.check();
+        checkBatchSize(batchSize);
+        // A postgres.js cursor does not share its connection with statements still unanswered
+        // (their answers would wait for the cursor's end): it opens once they are settled.
         return boundedCursor(
           c,
-          c.sql.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true })
-            .cursor(checkBatchSize(batchSize)) as unknown as AsyncIterable<T[]>,
+          tx?.settled() ?? Promise.resolve(),
+          () =>
+            c.sql.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true })
+              .cursor(batchSize) as unknown as AsyncIterable<T[]>,
           () => tx?.check(),
         );
       },
@@ -156,18 +170,28 @@ export function openPostgres(url: string, options: PostgresOptions): Db {
             pending.push(answer);
             answer.catch((error) => failed ??= { error });
           },
+          settled: () => Promise.allSettled(pending),
         });
+        let commit: Promise<{ command?: string }> | undefined;
         try {
           const result = await fn(tx);
+          // COMMIT does not wait for the answers of fn's last statements (a write fn did not
+          // await included): it goes out behind them, in the same round trip.
+          open = false;
+          commit = c.bounded(c.sql.unsafe("COMMIT"));
+          commit.catch(() => {}); // awaited below, unless a statement failed first
           // As postgres.js's sql.begin: a failed statement fails the transaction, caught or not.
+          // PostgreSQL has then turned the COMMIT into a ROLLBACK: nothing of it was written.
           await Promise.allSettled(pending);
           if (failed) throw failed.error;
-          await c.bounded(c.sql.unsafe("COMMIT"));
+          if ((await commit).command !== "COMMIT") {
+            throw new Error("The transaction was rolled back instead of committed");
+          }
           return result;
         } catch (error) {
           open = false;
           if (c.alive) {
-            await Promise.allSettled(pending);
+            await Promise.allSettled([...pending, commit]);
             await c.bounded(c.sql.unsafe("ROLLBACK")).catch((e) => c.drop(e));
           }
           throw lost(c, error);
@@ -182,10 +206,13 @@ export function openPostgres(url: string, options: PostgresOptions): Db {
 /** A cursor whose every fetch is bounded like any other answer. */
 async function* boundedCursor<T>(
   c: Lease,
-  rows: AsyncIterable<T[]>,
+  ready: Promise<unknown>,
+  open: () => AsyncIterable<T[]>,
   check: () => void,
 ): AsyncGenerator<T[]> {
-  const it = rows[Symbol.asyncIterator]();
+  await c.bounded(ready);
+  check();
+  const it = open()[Symbol.asyncIterator]();
   try {
     for (;;) {
       check();
@@ -207,20 +234,37 @@ export async function openPglite(dataDir?: string): Promise<Db> {
   if (dataDir) await Deno.mkdir(dataDir, { recursive: true });
   const pg = await PGlite.create(dataDir ? { dataDir } : {});
   type Tx = Pick<typeof pg, "query" | "exec">;
-  const wrap = (s: Tx): Sql => ({
-    query: async <T>(text: string, params: readonly unknown[] = []) =>
-      (await s.query<T>(text, params as unknown[])).rows,
-    exec: async (text: string) => {
-      await s.exec(text);
-    },
-    cursor: <T>(text: string, params: readonly unknown[], batchSize: number) =>
-      pgliteCursor<T>(s, text, params, checkBatchSize(batchSize)),
-  });
+  const wrap = (s: Tx): Sql & { settled(): Promise<unknown> } => {
+    // PGlite does not promise to run overlapping queries in order; this chain does.
+    let last: Promise<unknown> = Promise.resolve();
+    const inOrder = <T>(run: () => Promise<T>): Promise<T> => {
+      const next = last.then(run, run);
+      last = next.catch(() => {});
+      return next;
+    };
+    return {
+      query: <T>(text: string, params: readonly unknown[] = []) =>
+        inOrder(async () => (await s.query<T>(text, params as unknown[])).rows),
+      exec: (text: string) => inOrder(async () => void await s.exec(text)),
+      cursor: <T>(text: string, params: readonly unknown[], batchSize: number) =>
+        pgliteCursor<T>(s, text, params, checkBatchSize(batchSize)),
+      /** Once every statement issued so far has run. */
+      settled: () => last,
+    };
+  };
+  const { settled: _, ...sql } = wrap(pg);
   return {
     kind: "pglite",
-    ...wrap(pg),
-    // PGlite is one connection: it queues transactions, so they never interleave.
-    transaction: (fn) => pg.transaction((tx) => fn(wrap(tx))),
+    ...sql,
+    // PGlite is one connection: it queues transactions, so they never interleave. COMMIT waits
+    // for the statements fn did not await; if one failed, PGlite reports the COMMIT's ROLLBACK.
+    transaction: (fn) =>
+      pg.transaction(async (tx) => {
+        const scoped = wrap(tx);
+        const result = await fn(scoped);
+        await scoped.settled();
+        return result;
+      }),
     close: () => pg.close(),
   };
 }

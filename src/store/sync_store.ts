@@ -219,7 +219,7 @@ export async function storeChanges(
     loadState(tx, userId, entries),
   ]);
   const stored = newEntries(entries, new Set(inserted.map((r) => r.eventId)));
-  const conflicts = stored.length > 0 ? await mergeState(tx, userId, states, stored) : [];
+  const conflicts = stored.length > 0 ? mergeState(tx, userId, states, stored) : [];
   return { stored, conflicts };
 }
 
@@ -253,13 +253,13 @@ async function loadState(
   return new Map(rows.map((r) => [key(r.appId, r.table, r.id), r.fields]));
 }
 
-/** Merges the stored entries into the loaded states in order, saves what changed. */
-async function mergeState(
+/** Merges the stored entries into the loaded states in order; sends the save of what changed. */
+function mergeState(
   tx: Sql,
   userId: string,
   states: Map<string, RecordState>,
   entries: readonly ChangeEntry[],
-): Promise<Conflict[]> {
+): Conflict[] {
   const dirty = new Set<string>();
   const conflicts: Conflict[] = [];
   for (const { appId, clientId, receivedAt, change } of entries) {
@@ -273,7 +273,8 @@ async function mergeState(
   }
   if (dirty.size > 0) {
     const updates = [...dirty].map((k) => [...JSON.parse(k) as string[], states.get(k)]);
-    await tx.query(SAVE_STATE, [userId, JSON.stringify(updates)]);
+    // Not awaited: it goes out with the COMMIT (a failure fails the transaction, see `Sql`).
+    tx.query(SAVE_STATE, [userId, JSON.stringify(updates)]).catch(() => {});
   }
   return conflicts;
 }
