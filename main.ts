@@ -43,6 +43,22 @@ globalThis.addEventListener("error", (event) => {
   }
 });
 
+// postgres.js also rejects promises of its own that nobody awaits when a connection the pool gave
+// up is destroyed (seen when PostgreSQL is cut off under load); the requests concerned already got
+// their 503. Anything else still ends the process.
+globalThis.addEventListener("unhandledrejection", (event) => {
+  const error: unknown = event.reason;
+  if (
+    error instanceof Error &&
+    ["CONNECTION_DESTROYED", "CONNECTION_CLOSED", "CONNECTION_ENDED"].includes(
+      (error as { code?: string }).code ?? "",
+    ) && /postgres/.test(error.stack ?? "")
+  ) {
+    event.preventDefault();
+    logger.warn("postgres.js lost a connection nobody waited on; ignored", errorFields(error));
+  }
+});
+
 const opened = await openDatabase(config, {
   onDrop: (reason) => logger.warn("database connection dropped", errorFields(reason)),
 });
