@@ -47,7 +47,10 @@ const url = new URL(ADMIN_URL);
 url.pathname = `/${dbName}`;
 const DATABASE_URL = url.href;
 const jwks = await startJwksServer();
-const server = await startServer({ JWKS_URL: jwks.url, DATABASE_URL });
+const PROFILE = Deno.env.get("BENCH_CPU_PROF"); // a directory: the server writes a .cpuprofile
+const server = await startServer({ JWKS_URL: jwks.url, DATABASE_URL }, {
+  denoFlags: PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE}`] : [],
+});
 const sql = postgres(DATABASE_URL, { max: POOL, onnotice: () => {} });
 
 interface Client {

@@ -56,12 +56,17 @@ export interface ServerProcess {
  */
 export async function startServer(
   env: Record<string, string>,
-  options: { task?: "start" | "dev"; dataDir?: string } = {},
+  options: {
+    task?: "start" | "dev";
+    dataDir?: string;
+    /** Added to the task's flags, e.g. `--cpu-prof` for a benchmark; never permissions. */
+    denoFlags?: string[];
+  } = {},
 ): Promise<ServerProcess> {
   const dataDir = options.dataDir ?? `.data/test-${crypto.randomUUID()}`;
   const task = await runTask(options.task ?? "start");
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...task.flags, task.entry, ...task.args],
+    args: ["run", ...task.flags, ...options.denoFlags ?? [], task.entry, ...task.args],
     cwd: ROOT,
     env: {
       PORT: "0",
