@@ -343,6 +343,18 @@ try {
     console.log(JSON.stringify({ soak: soak.errors, raw: raw.errors }, null, 2));
     exitCode = 1;
   }
+  // What the server complained about, by message, to tell overload from a bug.
+  const complaints = new Map<string, number>();
+  for (const line of server.output().split("\n")) {
+    if (!/"level":"(warn|error)"/.test(line)) continue;
+    const { level, msg, message } = JSON.parse(line);
+    const key = `${level}: ${msg}${message ? ` (${message})` : ""}`;
+    complaints.set(key, (complaints.get(key) ?? 0) + 1);
+  }
+  if (complaints.size > 0) {
+    console.log("server warnings and errors:");
+    for (const [key, n] of complaints) console.log(`  ${n} × ${key}`);
+  }
   if (leftOpen !== 0) {
     console.log(`the server still counts ${leftOpen} connections after every client closed`);
     exitCode = 1;
