@@ -162,3 +162,21 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "openPostgres() plans every statement for its parameters (no generic plans)",
+  ignore: !POSTGRES_URL,
+  async fn() {
+    // A generic plan of the state read or the page read does not know the user and scans all of
+    // that user's rows (bench/bench.ts, cost per change): the connections must refuse them.
+    const db = openPostgres(POSTGRES_URL!, { max: 1 });
+    try {
+      const [row] = await db.transaction((tx) =>
+        tx.query<{ plan_cache_mode: string }>("SHOW plan_cache_mode")
+      );
+      assert.equal(row?.plan_cache_mode, "force_custom_plan");
+    } finally {
+      await db.close();
+    }
+  },
+});
