@@ -12,7 +12,8 @@
  *   read through a postgres.js cursor in batches of the page size;
  * - cost per change: server CPU time and wall time per 1,000 changes pushed (batches of 200) and
  *   pulled, as one account grows from 1,000 to COST_MAX changes (history seeded in SQL);
- * - latency under a steady mixed load (bench/load.ts) at half the measured peak push rate.
+ * - latency under a steady mixed load (bench/load.ts, open loop) at half the peak push rate
+ *   measured above, against the same schedule replayed straight into PostgreSQL.
  *
  *   deno task bench          (BENCH_ADMIN_URL: a PostgreSQL server to create the database on)
  */
@@ -24,6 +25,7 @@ import { LOG_COLUMNS } from "../src/store/sync_store.ts";
 import { startJwksServer } from "../tests/helpers/jwks_server.ts";
 import { startServer } from "../tests/helpers/server_process.ts";
 import { cpuMillis, machine, round, saveResults, todoChange } from "./lib.ts";
+import { runLoad, runRawLoad } from "./load.ts";
 
 const env = (name: string, fallback: number) => Number(Deno.env.get(name) ?? fallback);
 const DEVICES = env("BENCH_DEVICES", 16);
@@ -31,6 +33,8 @@ const BATCHES = env("BENCH_BATCHES", 25); // per device
 const BATCH = 200;
 const PULL_CHANGES = env("BENCH_PULL_CHANGES", 100_000);
 const COST_MAX = env("BENCH_COST_MAX", 1_000_000);
+const LATENCY_SECONDS = env("BENCH_LATENCY_SECONDS", 20);
+const STREAMS = env("BENCH_STREAMS", 0);
 const POOL = 10; // the server's default DATABASE_POOL_MAX; the raw baseline gets as many
 const PAGE = 1000; // the server's default PULL_PAGE_SIZE
 const ADMIN_URL = Deno.env.get("BENCH_ADMIN_URL") ??
@@ -274,7 +278,9 @@ async function grow(userId: string, from: number, size: number) {
     `INSERT INTO sync_clock (user_id, last_at) VALUES ($1, now()) ON CONFLICT (user_id) DO NOTHING`,
     [userId],
   );
-  await sql.unsafe(`ANALYZE sync_changes; ANALYZE sync_records`);
+  // Measure the steady state, not PostgreSQL catching up with the bulk load above.
+  await sql.unsafe(`VACUUM ANALYZE sync_changes, sync_records`);
+  await sql.unsafe(`CHECKPOINT`);
 }
 
 async function costPerChange() {
@@ -312,6 +318,45 @@ async function costPerChange() {
   return rows;
 }
 
+// ─── latency under a steady mixed load ──────────────────────────────────────────────────────────
+/**
+ * Open-loop load (bench/load.ts) at half the peak push rate measured above, with as many pulls
+ * per second, sockets and streams held open; the raw baseline replays the same schedule straight
+ * into PostgreSQL (insert of the log rows, one SELECT per pull page).
+ */
+async function latency(peakChangesPerSecond: number) {
+  const pushesPerSecond = Math.max(1, Math.round(peakChangesPerSecond / 2 / BATCH));
+  const workload = {
+    users: 100,
+    devicesPerUser: 2,
+    pushesPerSecond,
+    pullsPerSecond: pushesPerSecond,
+    seconds: LATENCY_SECONDS,
+    batchSize: BATCH,
+  };
+  const token = (userId: string) => jwks.token(userId);
+  const load = await runLoad({
+    ...workload,
+    url: server.url,
+    token,
+    sockets: 200,
+    streams: STREAMS,
+  });
+  const raw = await runRawLoad(sql, workload);
+  if (load.errors.total > 0) {
+    console.warn(`${load.errors.total} errors under load, e.g. ${load.errors.examples[0]}`);
+  }
+  const row = (kind: "push" | "pull") => ({
+    perSecond: round(load.kinds[kind].perSecond, 1),
+    p50Ms: round(load.kinds[kind].latencyMs.p50, 1),
+    p99Ms: round(load.kinds[kind].latencyMs.p99, 1),
+    rawP50Ms: round(raw.kinds[kind].latencyMs.p50, 1),
+    rawP99Ms: round(raw.kinds[kind].latencyMs.p99, 1),
+    errors: load.kinds[kind].errors,
+  });
+  return { pushesPerSecond, batch: BATCH, push: row("push"), pull: row("pull") };
+}
+
 // ─── run ────────────────────────────────────────────────────────────────────────────────────────
 try {
   const results: Record<string, unknown> = {
@@ -327,6 +372,12 @@ try {
     "push, distinct users": distinct,
     "push, one shared user": shared,
   });
+  const steady = await latency(distinct.perSecond);
+  results.latency = steady;
+  console.log(
+    `steady load: ${steady.pushesPerSecond} pushes/s of ${BATCH} changes (half the peak)`,
+  );
+  console.table({ push: steady.push, pull: steady.pull });
   const pulled = await firstSync();
   results.firstSync = pulled;
   console.table({ "first sync pull": pulled });

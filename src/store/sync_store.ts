@@ -79,11 +79,16 @@ FROM clock, jsonb_array_elements($3::text::jsonb) WITH ORDINALITY AS e(c, n)
 ON CONFLICT (id) DO NOTHING
 RETURNING id::text AS "eventId"`;
 
+/**
+ * The keys arrive as text columns (`json_to_recordset`), not as `->>` expressions: row-level
+ * security lets only leakproof operators into an index condition, and `->>` is not one. With them
+ * PostgreSQL scanned all of the user's records for every push (0.3 to 0.9 s at a million).
+ */
 const LOAD_STATE = `
-SELECT app_id AS "appId", table_name AS "table", record_id AS id, fields FROM sync_records
-WHERE user_id = $1
-  AND (app_id, table_name, record_id) IN
-    (SELECT r->>0, r->>1, r->>2 FROM jsonb_array_elements($2::text::jsonb) r)`;
+SELECT s.app_id AS "appId", s.table_name AS "table", s.record_id AS id, s.fields
+FROM json_to_recordset($2::text::json) AS k(a text, t text, i text)
+JOIN sync_records s
+  ON s.user_id = $1 AND s.app_id = k.a AND s.table_name = k.t AND s.record_id = k.i`;
 
 const SAVE_STATE = `
 INSERT INTO sync_records (user_id, app_id, table_name, record_id, fields)
@@ -245,10 +250,12 @@ async function loadState(
   userId: string,
   entries: readonly ChangeEntry[],
 ): Promise<Map<string, RecordState>> {
-  const keys = [...new Set(entries.map((e) => key(e.appId, e.change.table, e.change.id)))];
+  const keys = new Map(
+    entries.map(({ appId: a, change: { table: t, id: i } }) => [key(a, t, i), { a, t, i }]),
+  );
   const rows = await tx.query<{ appId: string; table: string; id: string; fields: RecordState }>(
     LOAD_STATE,
-    [userId, `[${keys.join(",")}]`],
+    [userId, JSON.stringify([...keys.values()])],
   );
   return new Map(rows.map((r) => [key(r.appId, r.table, r.id), r.fields]));
 }
