@@ -851,11 +851,15 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     await c.close();
     await c.open();
   };
-  const churn: { kind: Kind; c: Connection }[] = [];
-  for (let i = 0; i < Math.max(sockets.length, streams.length); i++) {
-    if (sockets[i]) churn.push({ kind: "ws", c: sockets[i]! });
-    if (streams[i]) churn.push({ kind: "sse", c: streams[i]! });
-  }
+  // The kth reconnect: sockets and streams take turns, each list round robin.
+  const churnLists = [
+    ...(sockets.length > 0 ? [{ kind: "ws" as const, list: sockets as Connection[] }] : []),
+    ...(streams.length > 0 ? [{ kind: "sse" as const, list: streams as Connection[] }] : []),
+  ];
+  const churn = (k: number) => {
+    const { kind, list } = churnLists[k % churnLists.length]!;
+    return { kind, c: list[Math.floor(k / churnLists.length) % list.length]! };
+  };
   const reconnecting = new Set<Connection>();
 
   const start = recorder.origin = performance.now();
@@ -873,9 +877,9 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         fire: (k, at) => recorder.start("pull", at, () => pull(workload.device(k, 7))),
       },
       {
-        perSecond: churn.length > 0 ? options.reconnectsPerSecond ?? 0 : 0,
+        perSecond: churnLists.length > 0 ? options.reconnectsPerSecond ?? 0 : 0,
         fire: (k, at) => {
-          const { kind, c } = churn[k % churn.length]!;
+          const { kind, c } = churn(k);
           if (reconnecting.has(c)) return; // still reopening from last time round
           reconnecting.add(c);
           recorder.start(kind, at, () => reconnect(c)).finally(() => reconnecting.delete(c));
