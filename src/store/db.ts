@@ -158,10 +158,17 @@ export function openPostgres(url: string, options: PostgresOptions): Db {
       pool.use((c) => statements(c).exec(text).catch((e) => Promise.reject(lost(c, e)))),
     transaction: <T>(fn: (tx: Sql) => Promise<T>, opts?: TransactionOptions) =>
       pool.use(async (c) => {
-        try {
-          await c.bounded(c.sql.unsafe(opts?.readOnly ? "BEGIN READ ONLY" : begin));
-        } catch (error) {
-          throw lost(c, error);
+        const beginning = opts?.readOnly ? "BEGIN READ ONLY" : begin;
+        // On a live session BEGIN goes out with the first statements (one round trip less); a
+        // connection that still has to connect waits for it, so the pin below never refuses
+        // the session its own BEGIN opens.
+        const pipelined = c.alive;
+        if (!pipelined) {
+          try {
+            await c.bounded(c.sql.unsafe(beginning));
+          } catch (error) {
+            throw lost(c, error);
+          }
         }
         // Every statement of this transaction runs on this session, or fails.
         c.pin();
@@ -180,6 +187,7 @@ export function openPostgres(url: string, options: PostgresOptions): Db {
         });
         let commit: Promise<{ command?: string }> | undefined;
         try {
+          if (pipelined) tx.exec(beginning).catch(() => {}); // a failure is in `failed`
           const result = await fn(tx);
           // COMMIT does not wait for the answers of fn's last statements (a write fn did not
           // await included): it goes out behind them, in the same round trip.
