@@ -261,6 +261,15 @@ export function createPool(url: string, options: PoolOptions): Pool {
         ? Infinity
         : performance.now() + options.timeoutMs;
       const c = await acquire(deadline);
+      // Shed what queued for most of its budget: its first answer would likely overstay the rest,
+      // and an answer that overstays costs its connection, healthy as it is. Under overload that
+      // turned waiting into a storm of reconnects; now it is a prompt 503 and the pool stays.
+      if (deadline - performance.now() < (options.timeoutMs ?? 0) / 4) {
+        release(c);
+        throw new DatabaseTimeoutError(
+          `No database connection was free within ${options.timeoutMs} ms`,
+        );
+      }
       const running = (async () => {
         try {
           return await work(c);

@@ -83,6 +83,36 @@ Deno.test({
         }
       });
 
+      await t.step(
+        "a request that waited for most of its budget is shed unsent, its connection kept",
+        async () => {
+          const db = open(1);
+          const droppedBefore = dropped.length;
+          let ran = false;
+          const held = db.transaction(async (tx) => {
+            await tx.query("SELECT 1");
+            await new Promise((r) => setTimeout(r, TIMEOUT_MS * 0.9));
+          });
+          try {
+            await new Promise((r) => setTimeout(r, 10));
+            const { error } = await rejection(() =>
+              db.transaction(async (tx) => {
+                ran = true;
+                return await tx.query("SELECT 1");
+              })
+            );
+            assert.equal((error as { code?: string }).code, "DATABASE_TIMEOUT");
+            assert.equal(ran, false, "nothing was sent");
+            await held;
+            assert.equal(dropped.length, droppedBefore, "no connection was given up");
+            assert.equal((await db.query<{ n: number }>("SELECT 2 AS n"))[0]?.n, 2);
+          } finally {
+            await held.catch(() => {});
+            await db.close();
+          }
+        },
+      );
+
       await t.step("waiting for a free connection is bounded", async () => {
         const db = open(1);
         let release!: () => void;
