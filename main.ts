@@ -12,6 +12,7 @@ import { createLogger, errorFields } from "./src/log.ts";
 import { Hub, type SyncEvent } from "./src/realtime/hub.ts";
 import { postgresPubSub, type PubSub, singleInstance } from "./src/realtime/pubsub.ts";
 import { createBackupStore } from "./src/store/backup_store.ts";
+import { isDroppedConnectionNoise } from "./src/store/errors.ts";
 import { instrumentDb } from "./src/store/instrumented_db.ts";
 import { openDatabase, pingDatabase } from "./src/store/open.ts";
 import { createSyncStore } from "./src/store/sync_store.ts";
@@ -29,35 +30,16 @@ try {
 
 const logger = createLogger(config.logLevel);
 
-// postgres.js can write to a connection it has just closed, from a timer, which would end the
-// process (porsager/postgres#1154, #1208). The statement has already failed (CONNECTION_CLOSED, a
-// 503) and its connection is dropped by the pool: log it and go on.
-globalThis.addEventListener("error", (event) => {
-  const error: unknown = event.error;
-  if (
-    error instanceof TypeError && error.message.includes("reading 'write'") &&
-    /nextWrite[\s\S]*postgres/.test(error.stack ?? "")
-  ) {
+// postgres.js can trip over a connection the pool already gave up, from a timer or a promise it
+// never awaits (isDroppedConnectionNoise): log it and go on; anything else ends the process.
+for (const type of ["error", "unhandledrejection"] as const) {
+  globalThis.addEventListener(type, (event) => {
+    const error = event instanceof ErrorEvent ? event.error : event.reason;
+    if (!isDroppedConnectionNoise(error)) return;
     event.preventDefault();
-    logger.warn("postgres.js wrote to a closed connection; ignored", errorFields(error));
-  }
-});
-
-// postgres.js also rejects promises of its own that nobody awaits when a connection the pool gave
-// up is destroyed (seen when PostgreSQL is cut off under load); the requests concerned already got
-// their 503. Anything else still ends the process.
-globalThis.addEventListener("unhandledrejection", (event) => {
-  const error: unknown = event.reason;
-  if (
-    error instanceof Error &&
-    ["CONNECTION_DESTROYED", "CONNECTION_CLOSED", "CONNECTION_ENDED"].includes(
-      (error as { code?: string }).code ?? "",
-    ) && /postgres/.test(error.stack ?? "")
-  ) {
-    event.preventDefault();
-    logger.warn("postgres.js lost a connection nobody waited on; ignored", errorFields(error));
-  }
-});
+    logger.warn("postgres.js tripped over a dropped connection; ignored", errorFields(error));
+  });
+}
 
 const opened = await openDatabase(config, {
   onDrop: (reason) => logger.warn("database connection dropped", errorFields(reason)),

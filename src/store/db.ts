@@ -209,8 +209,6 @@ export function openPostgres(url: string, options: PostgresOptions): Db {
             await c.bounded(c.sql.unsafe("ROLLBACK")).catch((e) => c.drop(e));
           }
           throw lost(c, error);
-        } finally {
-          open = false;
         }
       }),
     close: () => pool.end(5),

@@ -29,3 +29,19 @@ export function isTransientDbError(error: unknown): boolean {
   if (typeof code !== "string") return false;
   return TRANSIENT_SQLSTATES.has(code) || code.startsWith("08") || TRANSIENT_CLIENT_CODES.has(code);
 }
+
+/**
+ * Whether an uncaught error is postgres.js tripping over a connection the pool has already given
+ * up: a write to the closed socket from a timer (porsager/postgres#1154, #1208), or a promise of
+ * its own that nobody awaits rejected when the connection is destroyed. The statements concerned
+ * have already failed (503); such errors are logged, anything else still ends the process.
+ */
+export function isDroppedConnectionNoise(error: unknown): boolean {
+  if (!(error instanceof Error) || !/postgres/.test(error.stack ?? "")) return false;
+  if (error instanceof TypeError) {
+    return error.message.includes("reading 'write'") && /nextWrite/.test(error.stack ?? "");
+  }
+  const code = (error as { code?: unknown }).code;
+  return code === "CONNECTION_DESTROYED" || code === "CONNECTION_CLOSED" ||
+    code === "CONNECTION_ENDED";
+}
