@@ -35,6 +35,10 @@ const PULL_CHANGES = env("BENCH_PULL_CHANGES", 100_000);
 const COST_MAX = env("BENCH_COST_MAX", 1_000_000);
 const LATENCY_SECONDS = env("BENCH_LATENCY_SECONDS", 20);
 const STREAMS = env("BENCH_STREAMS", 0);
+/** BENCH_ONLY=push,latency,pull,cost runs a subset (latency needs push for its rate). */
+const ONLY = new Set(
+  (Deno.env.get("BENCH_ONLY") ?? "push,latency,pull,cost").split(",").map((s) => s.trim()),
+);
 const POOL = 10; // the server's default DATABASE_POOL_MAX; the raw baseline gets as many
 const PAGE = 1000; // the server's default PULL_PAGE_SIZE
 const ADMIN_URL = Deno.env.get("BENCH_ADMIN_URL") ??
@@ -217,7 +221,7 @@ async function firstSync() {
     await post(writer, JSON.stringify({ clientId: "writer", changes }));
   }
   const collections = ["lists", "tasks"];
-  const results: { rawMs: number; syncMs: number }[] = [];
+  const results: { rawMs: number; syncMs: number; cpuMs: number }[] = [];
   for (let run = 0; run < 3; run++) {
     let started = ms();
     let rawRows = 0;
@@ -234,6 +238,7 @@ async function firstSync() {
     const rawMs = ms() - started;
 
     const reader = await client(userId, `reader-${run}`);
+    const cpu = await cpuMillis(server.pid);
     started = ms();
     let rows = 0;
     for (const collection of collections) {
@@ -241,17 +246,20 @@ async function firstSync() {
       rows += await pull(reader, collection);
     }
     const syncMs = ms() - started;
+    const cpuMs = await cpuMillis(server.pid) - cpu;
     if (rows !== PULL_CHANGES || rawRows !== PULL_CHANGES) {
       throw new Error(`pulled ${rows} and read ${rawRows} changes, not ${PULL_CHANGES}`);
     }
-    results.push({ rawMs, syncMs });
+    results.push({ rawMs, syncMs, cpuMs });
   }
-  const best = (k: "rawMs" | "syncMs") => Math.min(...results.map((r) => r[k]));
+  const best = (k: "rawMs" | "syncMs" | "cpuMs") => Math.min(...results.map((r) => r[k]));
   return {
     changes: PULL_CHANGES,
     rawPerSecond: perSecond(PULL_CHANGES, best("rawMs")),
     perSecond: perSecond(PULL_CHANGES, best("syncMs")),
     ratio: round(best("rawMs") / best("syncMs")),
+    /** The server's own CPU time (user + system) per 1,000 changes pulled, best run. */
+    serverCpuMsPer1k: round(best("cpuMs") / (PULL_CHANGES / 1000), 1),
   };
 }
 
@@ -365,25 +373,33 @@ try {
   };
   // Warm-up (JIT, prepared statements, caches), not reported.
   await pushIngest(false, -1);
-  const distinct = await pushIngest(false, 0);
-  const shared = await pushIngest(true, 0);
-  results.pushIngest = { distinctUsers: distinct, sharedUser: shared };
-  console.table({
-    "push, distinct users": distinct,
-    "push, one shared user": shared,
-  });
-  const steady = await latency(distinct.perSecond);
-  results.latency = steady;
-  console.log(
-    `steady load: ${steady.pushesPerSecond} pushes/s of ${BATCH} changes (half the peak)`,
-  );
-  console.table({ push: steady.push, pull: steady.pull });
-  const pulled = await firstSync();
-  results.firstSync = pulled;
-  console.table({ "first sync pull": pulled });
-  const cost = await costPerChange();
-  results.costPerChange = cost;
-  console.table(cost);
+  if (ONLY.has("push") || ONLY.has("latency")) {
+    const distinct = await pushIngest(false, 0);
+    const shared = await pushIngest(true, 0);
+    results.pushIngest = { distinctUsers: distinct, sharedUser: shared };
+    console.table({
+      "push, distinct users": distinct,
+      "push, one shared user": shared,
+    });
+    if (ONLY.has("latency")) {
+      const steady = await latency(distinct.perSecond);
+      results.latency = steady;
+      console.log(
+        `steady load: ${steady.pushesPerSecond} pushes/s of ${BATCH} changes (half the peak)`,
+      );
+      console.table({ push: steady.push, pull: steady.pull });
+    }
+  }
+  if (ONLY.has("pull")) {
+    const pulled = await firstSync();
+    results.firstSync = pulled;
+    console.table({ "first sync pull": pulled });
+  }
+  if (ONLY.has("cost")) {
+    const cost = await costPerChange();
+    results.costPerChange = cost;
+    console.table(cost);
+  }
   console.log(`results: ${await saveResults("bench", results)}`);
 } finally {
   await sql.end();

@@ -345,13 +345,11 @@ export function parseEventLine(line: string, n: number): ArchivedEvent {
   const wire = toWire({
     eventId: eventId as string,
     schemaVersion: schemaVersion as number,
-    appId: appId as string,
     table: raw.table as string,
     id: raw.id as string,
     op: op as Op,
     data: (data ?? null) as Json | null,
     fieldTimestamps: (fieldTimestamps ?? null) as Record<string, string> | null,
-    clientId: clientId as string,
     createdAt: createdAt as string,
   });
   let change: Change;

@@ -113,7 +113,7 @@ export function realtimeHandlers(options: RealtimeOptions) {
               since: cursor,
               pageSize: options.pullPageSize,
             }),
-          write: (event, data) => sse.writeSSE({ event, data: JSON.stringify(data) }),
+          write: (event, data) => sse.writeSSE({ event, data }),
         });
       } catch (error) {
         // Never Hono's default (the error's message in the stream): log it, tell the client plainly.

@@ -13,6 +13,7 @@ import {
 import { badRequest, SyncError } from "../sync/errors.ts";
 import { futureTimestamp } from "../sync/merge.ts";
 import { instantKeyOfMillis } from "../sync/time.ts";
+import { withChanges } from "../sync/wire.ts";
 import type { Page, SyncStore } from "../store/sync_store.ts";
 import type { SyncEvent } from "../realtime/hub.ts";
 import type { Env } from "./env.ts";
@@ -37,12 +38,12 @@ export function appIdOf(c: Context<Env>): string {
   return appId;
 }
 
-function pageBody(page: Page) {
-  return {
-    serverChanges: page.serverChanges,
-    syncedUntil: page.syncedUntil,
-    hasMore: page.hasMore,
-  };
+/** A page as a response body; the changes are spliced in as the store read them (`wireJson`). */
+function pageBody(c: Context<Env>, page: Page, conflicts: readonly unknown[]) {
+  const { serverChanges, syncedUntil, hasMore } = page;
+  return c.body(withChanges("serverChanges", serverChanges, { syncedUntil, hasMore, conflicts }), {
+    headers: { "content-type": "application/json" },
+  });
 }
 
 export function syncHandlers(options: SyncHandlerOptions) {
@@ -85,7 +86,7 @@ export function syncHandlers(options: SyncHandlerOptions) {
     if (result.stored > 0) {
       options.onPushed?.({ userId, appId, clientId: request.clientId, tables: result.tables });
     }
-    return c.json({ ...pageBody(result), conflicts: result.conflicts });
+    return pageBody(c, result, result.conflicts);
   }
 
   async function pull(c: Context<Env>) {
@@ -115,7 +116,7 @@ export function syncHandlers(options: SyncHandlerOptions) {
       since: parseSince(sinceParam),
       pageSize: options.pullPageSize,
     });
-    return c.json({ ...pageBody(page), conflicts: [] });
+    return pageBody(c, page, []);
   }
 
   return { push, pull };

@@ -5,6 +5,7 @@
  * only slows its own loop (each write waits for the previous one to be taken).
  */
 import type { Page } from "../store/sync_store.ts";
+import { withChanges } from "../sync/wire.ts";
 import type { Hub } from "./hub.ts";
 
 export interface SseStreamOptions {
@@ -17,8 +18,8 @@ export interface SseStreamOptions {
   since: string;
   heartbeatMs: number;
   pull(table: string, since: string): Promise<Page>;
-  /** Writes one event; resolves when the stream has taken it. */
-  write(event: "changes" | "heartbeat", data: unknown): Promise<void>;
+  /** Writes one event (`data`: one line of JSON); resolves when the stream has taken it. */
+  write(event: "changes" | "heartbeat", data: string): Promise<void>;
   /** Aborted when the client goes away. */
   signal: AbortSignal;
 }
@@ -61,7 +62,7 @@ export async function runSseStream(options: SseStreamOptions): Promise<void> {
         });
         wake = () => {};
         if (signal.aborted) break;
-        if (!woken) await options.write("heartbeat", {});
+        if (!woken) await options.write("heartbeat", "{}");
         continue;
       }
       for (const table of [...dirty]) {
@@ -72,12 +73,11 @@ export async function runSseStream(options: SseStreamOptions): Promise<void> {
           page = await options.pull(table, cursors.get(table)!);
           cursors.set(table, page.syncedUntil);
           if (page.serverChanges.length > 0) {
-            await options.write("changes", {
-              table,
-              changes: page.serverChanges,
-              syncedUntil: page.syncedUntil,
-              hasMore: page.hasMore,
-            });
+            const { serverChanges, syncedUntil, hasMore } = page;
+            await options.write(
+              "changes",
+              withChanges("changes", serverChanges, { table, syncedUntil, hasMore }),
+            );
           }
         } while (page.hasMore && !signal.aborted);
       }

@@ -12,11 +12,12 @@
  */
 import type { Change, PushRequest } from "../sync/change.ts";
 import { type Conflict, mergeChange, type RecordState } from "../sync/merge.ts";
-import { type LogRow, toStored, toWire, type WireChange } from "../sync/wire.ts";
+import { type LogRowText, toStored, wireJson } from "../sync/wire.ts";
 import { type Db, type Sql, withUser } from "./db.ts";
 
 export interface Page {
-  serverChanges: WireChange[];
+  /** Each change's wire JSON text (see `wireJson`; `withChanges` puts them in a body). */
+  serverChanges: string[];
   syncedUntil: string;
   hasMore: boolean;
 }
@@ -56,6 +57,13 @@ export const LOG_COLUMNS =
   `id::text AS "eventId", schema_version AS "schemaVersion", app_id AS "appId",
   table_name AS "table", record_id AS id, op, data, field_timestamps AS "fieldTimestamps",
   client_id AS "clientId", ${asCursor("created_at")} AS "createdAt"`;
+
+/** The columns of a `LogRowText`: what a page sends, `data` as JSON text. */
+const PAGE_COLUMNS =
+  `id::text AS "eventId", schema_version AS "schemaVersion", table_name AS "table",
+  record_id AS id, op, data::text AS data,
+  CASE WHEN op = 'update' THEN field_timestamps::text END AS "fieldTimestamps",
+  ${asCursor("created_at")} AS "createdAt"`;
 
 /**
  * Stamps and stores a batch under the user's clock lock; returns the ids actually inserted. Each
@@ -105,7 +113,7 @@ function pageQuery(byTable: boolean): string {
   return `
 WITH k AS (SELECT max(last_at) AS last_at FROM sync_clock WHERE user_id = $1)
 SELECT ${asCursor("k.last_at")} AS clock, p.* FROM k LEFT JOIN LATERAL (
-  SELECT ${LOG_COLUMNS} FROM sync_changes
+  SELECT ${PAGE_COLUMNS} FROM sync_changes
   WHERE user_id = $1 AND app_id = $2 AND client_id <> $3
     AND created_at > $4::text::timestamptz ${byTable ? "AND table_name = $6" : ""}
   ORDER BY created_at LIMIT $5
@@ -114,7 +122,7 @@ SELECT ${asCursor("k.last_at")} AS clock, p.* FROM k LEFT JOIN LATERAL (
 const PAGE_ALL_TABLES = pageQuery(false);
 const PAGE_ONE_TABLE = pageQuery(true);
 
-type PageRow = Partial<LogRow> & { clock: string | null; eventId: string | null };
+type PageRow = Partial<LogRowText> & { clock: string | null; eventId: string | null };
 
 async function readPage(
   tx: Sql,
@@ -139,7 +147,7 @@ async function readPage(
     input.table === undefined ? PAGE_ALL_TABLES : PAGE_ONE_TABLE,
     params,
   );
-  const changes = rows.filter((r) => r.eventId !== null) as unknown as LogRow[];
+  const changes = rows.filter((r) => r.eventId !== null) as unknown as LogRowText[];
   const hasMore = changes.length > input.pageSize;
   if (hasMore) changes.length = input.pageSize;
   const clock = rows[0]?.clock ?? input.since;
@@ -148,7 +156,7 @@ async function readPage(
     : clock > input.since
     ? clock
     : input.since;
-  return { serverChanges: changes.map(toWire), syncedUntil, hasMore };
+  return { serverChanges: changes.map(wireJson), syncedUntil, hasMore };
 }
 
 export interface SyncStore {

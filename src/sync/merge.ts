@@ -85,7 +85,7 @@ export function mergeChange(
   const conflicts: Conflict[] = [];
   let changed = false;
   for (const [field, incoming] of fieldWrites(change, context.clientId, context.receivedAt)) {
-    const current = next[field];
+    const current = Object.hasOwn(next, field) ? next[field] : undefined;
     const order = current === undefined ? 1 : compareWrites(incoming, current);
     if (order > 0) {
       next[field] = incoming;

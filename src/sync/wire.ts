@@ -21,6 +21,15 @@ export interface LogRow {
 /** A change as the server sends it: always with `eventId` (and `schemaVersion`). */
 export type WireChange = Change & { eventId: string };
 
+/**
+ * A log row as a page read gets it: `data` and `fieldTimestamps` as the JSON text PostgreSQL sent,
+ * not parsed (the text of a jsonb value is valid JSON on one line).
+ */
+export type LogRowText = Omit<LogRow, "data" | "fieldTimestamps" | "appId" | "clientId"> & {
+  data: string | null;
+  fieldTimestamps: string | null;
+};
+
 /** What a change stores: `data` and `field_timestamps`. */
 export function toStored(
   change: Change,
@@ -45,7 +54,7 @@ export function toStored(
 }
 
 /** The wire form of a stored change. Legacy rows with schema version 0 go out as 1. */
-export function toWire(row: LogRow): WireChange {
+export function toWire(row: Omit<LogRow, "appId" | "clientId">): WireChange {
   const change: WireChange = {
     eventId: row.eventId,
     schemaVersion: Math.max(row.schemaVersion, 1),
@@ -60,10 +69,46 @@ export function toWire(row: LogRow): WireChange {
     const times = row.fieldTimestamps ?? {};
     change.fields = {};
     for (const [name, value] of Object.entries(data)) {
-      change.fields[name] = { value, updatedAt: times[name] ?? row.createdAt };
+      // Own keys only: a field named `toString` must not find Object.prototype's.
+      const updatedAt = Object.hasOwn(times, name) ? times[name] : undefined;
+      change.fields[name] = { value, updatedAt: updatedAt ?? row.createdAt };
     }
   } else if (typeof data.deletedAt === "string") {
     change.deletedAt = data.deletedAt;
   }
   return change;
+}
+
+/**
+ * `JSON.stringify(toWire(row))` for a row read as text. An insert's `data`, the bulk of most pages,
+ * goes out as the text it was read as, never parsed and serialized again (the same JSON value;
+ * only the spacing and the number spelling of PostgreSQL's output may differ). Updates and deletes
+ * are small: they go through `toWire`.
+ */
+export function wireJson(row: LogRowText): string {
+  const parse = (text: string | null) => text === null ? null : JSON.parse(text);
+  if (row.op !== "insert" || row.data === null || row.data === "null") {
+    return JSON.stringify(
+      toWire({ ...row, data: parse(row.data), fieldTimestamps: parse(row.fieldTimestamps) }),
+    );
+  }
+  // toWire's insert with empty data ends in `"data":{}}`: the stored text takes the `{}`'s place.
+  const head = JSON.stringify(toWire({ ...row, data: {}, fieldTimestamps: null }));
+  return `${head.slice(0, -3)}${row.data}}`;
+}
+
+/**
+ * A JSON object: `key` holding the array of `changes` (each already wire JSON text), then the
+ * members of `rest` — `JSON.stringify({ [key]: changes.map(JSON.parse), ...rest })` without
+ * parsing anything.
+ */
+export function withChanges(
+  key: string,
+  changes: readonly string[],
+  rest: Record<string, unknown>,
+): string {
+  const tail = JSON.stringify(rest);
+  return `{${JSON.stringify(key)}:[${changes.join(",")}]${
+    tail === "{}" ? "}" : `,${tail.slice(1)}`
+  }`;
 }

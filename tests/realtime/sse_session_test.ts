@@ -51,7 +51,7 @@ class FakeLog {
     const after = (this.#byTable.get(table) ?? []).filter((e) => e.cursor > since);
     const page = after.slice(0, this.pageSize);
     const result: Page = {
-      serverChanges: page.map((e) => e.change),
+      serverChanges: page.map((e) => JSON.stringify(e.change)),
       syncedUntil: page.at(-1)?.cursor ?? since,
       hasMore: after.length > this.pageSize,
     };
@@ -90,7 +90,8 @@ function start(
     ...options,
     pull: log.pull,
     write: (event, data) => {
-      writes.push({ event, data });
+      assert.ok(!data.includes("\n"), "an event's data is one line");
+      writes.push({ event, data: JSON.parse(data) });
       return Promise.resolve();
     },
     signal: abort.signal,
@@ -416,7 +417,9 @@ Deno.test(
         pulls.push(table);
         abort.abort(); // the client leaves during the first pull
         return Promise.resolve({
-          serverChanges: [{ eventId: table, schemaVersion: 1, table, id: "1", op: "insert" }],
+          serverChanges: [
+            JSON.stringify({ eventId: table, schemaVersion: 1, table, id: "1", op: "insert" }),
+          ],
           syncedUntil: "1",
           hasMore: true,
         });

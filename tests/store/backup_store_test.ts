@@ -12,6 +12,7 @@ import { parsePush } from "../../src/sync/change.ts";
 import { EPOCH_CURSOR } from "../../src/sync/time.ts";
 import type { LogRow } from "../../src/sync/wire.ts";
 import { countRows, testDatabases } from "../helpers/databases.ts";
+import { parsedPage } from "../helpers/pages.ts";
 
 const RECEIVED_AT = "2026-01-01T00:00:00.000Z";
 
@@ -182,7 +183,10 @@ for (const database of testDatabases) {
             since: EPOCH_CURSOR,
             pageSize: 100,
           });
-          assert.deepEqual(page.serverChanges.map((c) => c.eventId), ids.slice(2, 4));
+          assert.deepEqual(
+            parsedPage(page).serverChanges.map((c) => c.eventId),
+            ids.slice(2, 4),
+          );
 
           const again = await backup.importChanges(target, iterate(entries));
           assert.deepEqual([again.read, again.stored, again.touched.size], [5, 0, 0]);

@@ -6,10 +6,12 @@ import assert from "node:assert/strict";
 import { openPostgres, withUser } from "../../src/store/db.ts";
 import { loadMigrations, migrate } from "../../src/store/migrate.ts";
 import { MIGRATIONS_DIR } from "../../src/store/open.ts";
-import { createSyncStore, type SyncStore } from "../../src/store/sync_store.ts";
+import { createSyncStore, LOG_COLUMNS, type SyncStore } from "../../src/store/sync_store.ts";
+import { type LogRow, toWire } from "../../src/sync/wire.ts";
 import { type Change, parsePush } from "../../src/sync/change.ts";
 import { EPOCH_CURSOR } from "../../src/sync/time.ts";
 import { countRows, POSTGRES_URL, scratchPostgres, testDatabases } from "../helpers/databases.ts";
+import { parsedPage } from "../helpers/pages.ts";
 
 const RECEIVED_AT = "2026-01-01T00:00:00.000Z";
 
@@ -21,7 +23,8 @@ function push(
   since = EPOCH_CURSOR,
 ) {
   const request = parsePush({ clientId, since, changes }, {});
-  return store.push({ userId, appId: "todo", request, receivedAt: RECEIVED_AT, pageSize: 5000 });
+  return store.push({ userId, appId: "todo", request, receivedAt: RECEIVED_AT, pageSize: 5000 })
+    .then(parsedPage);
 }
 
 function pullAll(
@@ -31,7 +34,8 @@ function pullAll(
   table = "tasks",
   since = EPOCH_CURSOR,
 ) {
-  return store.pull({ userId, appId: "todo", clientId, table, since, pageSize: 1000 });
+  return store.pull({ userId, appId: "todo", clientId, table, since, pageSize: 1000 })
+    .then(parsedPage);
 }
 
 const task = (
@@ -151,6 +155,46 @@ for (const database of testDatabases) {
         assert.equal(del!.op, "delete");
       });
 
+      await t.step("a page sends every stored row the way toWire() shapes it", async () => {
+        const user = crypto.randomUUID();
+        // Rows as the first version (or a hand edit) may have left them, written past the API.
+        const rows: [string, string, string | null, string, number][] = [
+          ["i1", "insert", '{"n": 12345678901234567890, "price": 1.50, "s": "a\\"b"}', "{}", 1],
+          ["i2", "insert", null, "{}", 0],
+          ["u1", "update", '{"title": "x", "done": true}', '{"title": "2024-01-01T10:05:30Z"}', 1],
+          ["d1", "delete", '{"deletedAt": "2024-01-01T10:07:00+01:00"}', "{}", 1],
+          ["d2", "delete", '{"deletedAt": 17}', "{}", 1],
+          ["d3", "delete", null, "{}", 1],
+        ];
+        const stored = await withUser(db, user, async (tx) => {
+          for (const [n, [id, op, data, times, version]] of rows.entries()) {
+            await tx.query(
+              `INSERT INTO sync_changes (id, app_id, table_name, record_id, user_id, op, data,
+                                         field_timestamps, client_id, schema_version, created_at)
+               VALUES (gen_random_uuid(), 'todo', 'tasks', $1, $2, $3, $4::text::jsonb,
+                       $5::text::jsonb, 'go', $6, now() + $7 * interval '1 microsecond')`,
+              [id, user, op, data, times, version, n],
+            );
+          }
+          return await tx.query<LogRow>(
+            `SELECT ${LOG_COLUMNS} FROM sync_changes ORDER BY created_at`,
+          );
+        });
+        const page = await store.pull({
+          userId: user,
+          appId: "todo",
+          clientId: "phone",
+          table: "tasks",
+          since: EPOCH_CURSOR,
+          pageSize: 1000,
+        });
+        assert.deepEqual(page.serverChanges.map((c) => JSON.parse(c)), stored.map(toWire));
+        // An insert's data goes out as stored: no precision lost to a JavaScript number.
+        assert.match(page.serverChanges[0]!, /"n": 12345678901234567890[,}]/);
+        assert.match(page.serverChanges[0]!, /"price": 1.50[,}]/);
+        assert.equal(JSON.parse(page.serverChanges[3]!).deletedAt, "2024-01-01T10:07:00+01:00");
+      });
+
       await t.step(
         "field-level LWW state follows the seed's examples and reports conflicts",
         async () => {
@@ -240,7 +284,7 @@ for (const database of testDatabases) {
             since,
             pageSize: 3,
           });
-          seen.push(...page.serverChanges.map((c) => c.id));
+          seen.push(...parsedPage(page).serverChanges.map((c) => c.id));
           pages++;
           since = page.syncedUntil;
           if (!page.hasMore) break;

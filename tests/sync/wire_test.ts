@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { type Change, parsePush } from "../../src/sync/change.ts";
-import { type LogRow, toStored, toWire } from "../../src/sync/wire.ts";
+import fc from "fast-check";
+import {
+  type LogRow,
+  type LogRowText,
+  toStored,
+  toWire,
+  wireJson,
+  withChanges,
+} from "../../src/sync/wire.ts";
+import { fuzzParameters } from "../helpers/fuzz.ts";
 
 const EVENT_ID = "0b6a3c2e-9d4f-4a57-8f0e-2c1d3b4a5e6f";
 const CREATED_AT = "2024-01-01T10:06:15.123456Z";
@@ -235,4 +244,172 @@ Deno.test("toWire() sends a delete's deletedAt only when one was stored", async 
   await t.step("a non-string deletedAt is not sent", () => {
     assert.equal("deletedAt" in toWire(row(change, { data: { deletedAt: 17 } })), false);
   });
+});
+
+/** A row as the page read gets it: jsonb columns as text, spaced the way PostgreSQL prints. */
+function asText(r: LogRow): LogRowText {
+  const text = (v: unknown) => v === null ? null : pgSpacing(JSON.stringify(v));
+  return { ...r, data: text(r.data), fieldTimestamps: text(r.fieldTimestamps) };
+}
+
+/** PostgreSQL's jsonb output puts a space after `:` and `,` between members (not in strings). */
+function pgSpacing(json: string): string {
+  let out = "", inString = false;
+  for (let i = 0; i < json.length; i++) {
+    const ch = json[i]!;
+    out += ch;
+    if (inString) {
+      if (ch === "\\") out += json[++i];
+      else if (ch === '"') inString = false;
+    } else if (ch === '"') inString = true;
+    else if (ch === ":" || ch === ",") out += " ";
+  }
+  return out;
+}
+
+Deno.test("wireJson() is JSON.stringify(toWire()) for a row read as text", async (t) => {
+  const cases: [string, LogRow][] = [
+    [
+      "insert",
+      row({
+        schemaVersion: 1,
+        table: "tasks",
+        id: "t1",
+        op: "insert",
+        data: {
+          id: "t1",
+          title: 'say "hi", then: go\\n',
+          tags: ["a", { b: [null, 1.5, -0.25e-3] }],
+          updatedAt: "2024-01-01T12:05:00,5+0200",
+        },
+      }),
+    ],
+    ["insert with empty data", row({ schemaVersion: 1, table: "t", id: "i", op: "insert" })],
+    [
+      "insert, data NULL",
+      row({ schemaVersion: 1, table: "t", id: "i", op: "insert" }, { data: null }),
+    ],
+    [
+      "insert, legacy schema version 0",
+      row({ schemaVersion: 1, table: "t", id: "i", op: "insert" }, { schemaVersion: 0 }),
+    ],
+    [
+      "update",
+      row({
+        schemaVersion: 1,
+        table: "tasks",
+        id: "t1",
+        op: "update",
+        fields: {
+          title: { value: "x, y", updatedAt: "2024-01-01T10:05:30Z" },
+          meta: { value: { a: [1] }, updatedAt: "2024-01-01t10:05:30.1234567891+05" },
+        },
+      }),
+    ],
+    [
+      "update, a field without a timestamp",
+      row({
+        schemaVersion: 1,
+        table: "t",
+        id: "i",
+        op: "update",
+        fields: {
+          a: { value: 1, updatedAt: "2024-01-01T10:05:30Z" },
+        },
+      }, { fieldTimestamps: null }),
+    ],
+    [
+      "soft delete",
+      row({
+        schemaVersion: 1,
+        table: "t",
+        id: "i",
+        op: "delete",
+        deletedAt: "2024-01-01T04:35:00-0530",
+      }),
+    ],
+    ["hard delete", row({ schemaVersion: 1, table: "t", id: "i", op: "delete" })],
+    [
+      "names that need escaping",
+      row({
+        schemaVersion: 1,
+        table: 'ta"b\u2028le',
+        id: "é/\\\u0001",
+        op: "insert",
+        data: { 'k"': 1 },
+      }),
+    ],
+  ];
+  for (const [name, r] of cases) {
+    await t.step(name, () => {
+      const text = wireJson(asText(r));
+      assert.deepEqual(JSON.parse(text), toWire(r));
+      assert.ok(!text.includes("\n"), "one line");
+    });
+  }
+  await t.step("an insert's data text goes out as it was stored", () => {
+    const r = asText(row({ schemaVersion: 1, table: "t", id: "i", op: "insert", data: { n: 1 } }));
+    // 12345678901234567890 and 1.50 would not survive JSON.parse and JSON.stringify unchanged.
+    const stored = '{"n": 12345678901234567890, "price": 1.50}';
+    assert.ok(wireJson({ ...r, data: stored }).endsWith(`,"data":${stored}}`));
+  });
+  await t.step("a legacy insert whose data is JSON null sends empty data", () => {
+    const r = asText(row({ schemaVersion: 1, table: "t", id: "i", op: "insert" }));
+    assert.deepEqual(JSON.parse(wireJson({ ...r, data: "null" })).data, {});
+  });
+});
+
+Deno.test("wireJson() agrees with toWire() on generated rows", () => {
+  const json: fc.Arbitrary<unknown> = fc.jsonValue();
+  const text = fc.string({ unit: "grapheme" });
+  const row = fc.record({
+    eventId: fc.uuid(),
+    schemaVersion: fc.integer({ min: -3, max: 5 }),
+    table: text,
+    id: text,
+    op: fc.constantFrom("insert" as const, "update" as const, "delete" as const),
+    data: fc.option(fc.dictionary(text, json), { nil: null }),
+    fieldTimestamps: fc.option(fc.dictionary(text, text), { nil: null }),
+    createdAt: fc.constant(CREATED_AT),
+  });
+  fc.assert(
+    fc.property(row, (r) => {
+      const full = throughJson({ ...r, appId: "todo", clientId: "c" });
+      assert.deepEqual(JSON.parse(wireJson(asText(full))), toWire(full));
+    }),
+    fuzzParameters(500),
+  );
+});
+
+Deno.test("withChanges() splices change texts into one JSON object", async (t) => {
+  const changes = [{ id: "a", n: [1] }, { id: 'b"', s: "x,y" }].map((c) => JSON.stringify(c));
+  await t.step("the changes first, then the other members", () => {
+    const text = withChanges("serverChanges", changes, { syncedUntil: "s", hasMore: true });
+    assert.equal(
+      text,
+      JSON.stringify({
+        serverChanges: changes.map((c) => JSON.parse(c)),
+        syncedUntil: "s",
+        hasMore: true,
+      }),
+    );
+  });
+  await t.step("no changes", () => {
+    assert.equal(withChanges("changes", [], { table: "t" }), '{"changes":[],"table":"t"}');
+  });
+  await t.step("no other members", () => {
+    assert.equal(withChanges('a"b', changes.slice(0, 1), {}), '{"a\\"b":[{"id":"a","n":[1]}]}');
+  });
+});
+
+Deno.test("toWire() does not take an update time from Object.prototype", () => {
+  const change: Change = {
+    schemaVersion: 1,
+    table: "t",
+    id: "i",
+    op: "update",
+    fields: { toString: { value: 1, updatedAt: "2024-01-01T10:05:30Z" } },
+  };
+  const wire = toWire(row(change, { fieldTimestamps: {} }));
+  assert.deepEqual(wire.fields, { toString: { value: 1, updatedAt: CREATED_AT } });
 });
