@@ -24,7 +24,7 @@ import { toStored } from "../src/sync/wire.ts";
 import { LOG_COLUMNS } from "../src/store/sync_store.ts";
 import { startJwksServer } from "../tests/helpers/jwks_server.ts";
 import { startServer } from "../tests/helpers/server_process.ts";
-import { cpuMillis, machine, round, saveResults, todoChange } from "./lib.ts";
+import { cpuMillis, machine, machineCpuMillis, round, saveResults, todoChange } from "./lib.ts";
 import { runLoad, runRawLoad } from "./load.ts";
 
 const env = (name: string, fallback: number) => Number(Deno.env.get(name) ?? fallback);
@@ -343,6 +343,7 @@ async function latency(peakChangesPerSecond: number) {
     batchSize: BATCH,
   };
   const token = (userId: string) => jwks.token(userId);
+  const cpu0 = await cpuMillis(server.pid), machine0 = await machineCpuMillis(), t0 = ms();
   const load = await runLoad({
     ...workload,
     url: server.url,
@@ -350,7 +351,11 @@ async function latency(peakChangesPerSecond: number) {
     sockets: 200,
     streams: STREAMS,
   });
+  const cpu1 = await cpuMillis(server.pid), machine1 = await machineCpuMillis(), t1 = ms();
   const raw = await runRawLoad(sql, workload);
+  const machine2 = await machineCpuMillis();
+  const busy = (a: { busy: number; total: number }, b: { busy: number; total: number }) =>
+    round((b.busy - a.busy) / (b.total - a.total), 2);
   if (load.errors.total > 0) {
     console.warn(`${load.errors.total} errors under load, e.g. ${load.errors.examples[0]}`);
   }
@@ -362,7 +367,18 @@ async function latency(peakChangesPerSecond: number) {
     rawP99Ms: round(raw.kinds[kind].latencyMs.p99, 1),
     errors: load.kinds[kind].errors,
   });
-  return { pushesPerSecond, batch: BATCH, push: row("push"), pull: row("pull") };
+  return {
+    pushesPerSecond,
+    batch: BATCH,
+    push: row("push"),
+    pull: row("pull"),
+    /** Share of all cores busy (server, PostgreSQL and this generator together), and the server's. */
+    cpu: {
+      machineBusy: busy(machine0, machine1),
+      rawMachineBusy: busy(machine1, machine2),
+      serverCores: round((cpu1 - cpu0) / (t1 - t0), 2),
+    },
+  };
 }
 
 // ─── run ────────────────────────────────────────────────────────────────────────────────────────
@@ -388,6 +404,10 @@ try {
         `steady load: ${steady.pushesPerSecond} pushes/s of ${BATCH} changes (half the peak)`,
       );
       console.table({ push: steady.push, pull: steady.pull });
+      console.log(
+        `CPU busy (all cores): ${steady.cpu.machineBusy} under the server's load, ` +
+          `${steady.cpu.rawMachineBusy} under the raw replay; server ${steady.cpu.serverCores} cores`,
+      );
     }
   }
   if (ONLY.has("pull")) {

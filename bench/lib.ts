@@ -96,3 +96,12 @@ export async function cpuMillis(pid: number): Promise<number> {
   const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
   return ticks * 10; // USER_HZ is 100 on Linux
 }
+
+/** The machine's busy and total CPU time so far, in milliseconds, over all cores (Linux). */
+export async function machineCpuMillis(): Promise<{ busy: number; total: number }> {
+  const line = (await Deno.readTextFile("/proc/stat")).split("\n")[0]!;
+  const ticks = line.trim().split(/\s+/).slice(1).map(Number);
+  const total = ticks.reduce((a, b) => a + b, 0);
+  const idle = ticks[3]! + (ticks[4] ?? 0); // idle, iowait
+  return { busy: (total - idle) * 10, total: total * 10 };
+}

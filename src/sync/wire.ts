@@ -92,9 +92,11 @@ export function wireJson(row: LogRowText): string {
       toWire({ ...row, data: parse(row.data), fieldTimestamps: parse(row.fieldTimestamps) }),
     );
   }
-  // toWire's insert with empty data ends in `"data":{}}`: the stored text takes the `{}`'s place.
-  const head = JSON.stringify(toWire({ ...row, data: {}, fieldTimestamps: null }));
-  return `${head.slice(0, -3)}${row.data}}`;
+  // toWire's insert, member for member (the property test in wire_test.ts holds them together).
+  const q = JSON.stringify;
+  return `{"eventId":${q(row.eventId)},"schemaVersion":${Math.max(row.schemaVersion, 1)},"table":${
+    q(row.table)
+  },"id":${q(row.id)},"op":"insert","data":${row.data}}`;
 }
 
 /**

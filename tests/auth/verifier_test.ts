@@ -85,6 +85,54 @@ Deno.test("createVerifier() enforces issuer and audience when configured", async
   }
 });
 
+Deno.test("createVerifier() remembers a verified token until its exp or cacheSeconds", async (t) => {
+  const jwks = await startJwksServer();
+  const source = remoteKeySource(jwks.url);
+  let lookups = 0;
+  const counting = { getKey: (kid: string) => (lookups++, source.getKey(kid)) };
+  let clock = Date.now();
+  const verifier = createVerifier(counting, { cacheSeconds: 60, cacheSize: 2, now: () => clock });
+  try {
+    const alice = await jwks.token("alice");
+    await t.step("the second verification of a token checks nothing", async () => {
+      assert.deepEqual(await verifier.verify(alice), { userId: "alice" });
+      assert.deepEqual(await verifier.verify(alice), { userId: "alice" });
+      assert.equal(lookups, 1);
+    });
+    await t.step("a token is checked again after cacheSeconds", async () => {
+      clock += 61_000;
+      assert.deepEqual(await verifier.verify(alice), { userId: "alice" });
+      assert.equal(lookups, 2);
+    });
+    await t.step("a bad token is never remembered", async () => {
+      const foreign = await jwks.token("a", { foreignKey: true });
+      await rejects401(verifier.verify(foreign), /bad signature/);
+      await rejects401(verifier.verify(foreign), /bad signature/);
+    });
+    await t.step("the oldest entry goes when cacheSize is reached", async () => {
+      const [bob, carol] = [await jwks.token("bob"), await jwks.token("carol")];
+      await verifier.verify(bob);
+      await verifier.verify(carol); // alice (the oldest) is dropped
+      const before = lookups;
+      await verifier.verify(carol);
+      await verifier.verify(bob);
+      assert.equal(lookups, before, "bob and carol are remembered");
+      await verifier.verify(alice);
+      assert.equal(lookups, before + 1, "alice is checked again");
+    });
+    await t.step("an expired token is refused although it was remembered", async () => {
+      const real = createVerifier(source, { cacheSeconds: 60 });
+      const exp = Math.floor(Date.now() / 1000) + 1;
+      const short = await jwks.token("dave", { expiresIn: exp });
+      assert.deepEqual(await real.verify(short), { userId: "dave" });
+      await new Promise((r) => setTimeout(r, exp * 1000 - Date.now() + 50));
+      await rejects401(real.verify(short), /expired/);
+    });
+  } finally {
+    await jwks.close();
+  }
+});
+
 Deno.test("remoteKeySource() refetches on an unknown kid, at most once per cooldown", async () => {
   const jwks = await startJwksServer();
   try {
@@ -117,7 +165,7 @@ Deno.test("remoteKeySource() keeps known keys while the JWKS endpoint is down", 
       cooldownMs: 0,
       onError: (e) => errors.push(e),
     });
-    const verifier = createVerifier(keys);
+    const verifier = createVerifier(keys, { cacheSize: 0 }); // every verification asks the keys
     const token = await jwks.token("a");
     await verifier.verify(token);
     jwks.setDown(true);
