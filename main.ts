@@ -15,6 +15,7 @@ import { createBackupStore } from "./src/store/backup_store.ts";
 import { isDroppedConnectionNoise } from "./src/store/errors.ts";
 import { instrumentDb } from "./src/store/instrumented_db.ts";
 import { openDatabase, pingDatabase } from "./src/store/open.ts";
+import { withReadAhead } from "./src/store/read_ahead.ts";
 import { createSyncStore } from "./src/store/sync_store.ts";
 
 const dev = Deno.args.includes("--dev");
@@ -93,10 +94,15 @@ const billing = config.manaCreditsUrl
   })
   : undefined;
 
+const store = withReadAhead(createSyncStore(db), {
+  // Speculative reads only while at least half of the pool is free.
+  busy: () => dbStats().inFlight * 2 >= dbStats().poolMax,
+});
 const app = createApp({
   config,
   billing,
-  store: createSyncStore(db),
+  store,
+  readAheadStats: store.stats,
   backup: createBackupStore(db),
   verifier: createVerifier(keys, { issuer: config.jwtIssuer, audience: config.jwtAudience }),
   logger,

@@ -22,6 +22,7 @@ import type { BackupStore } from "./store/backup_store.ts";
 import type { DbStats } from "./store/instrumented_db.ts";
 import { isTransientDbError } from "./store/errors.ts";
 import type { SyncStore } from "./store/sync_store.ts";
+import type { ReadAheadStats } from "./store/read_ahead.ts";
 import { SyncError } from "./sync/errors.ts";
 
 export interface AppDeps {
@@ -41,6 +42,8 @@ export interface AppDeps {
   publish: (event: SyncEvent) => void;
   /** The database's pool use and errors for /metrics (`instrumentDb`); left out when absent. */
   dbStats?: (() => DbStats) | undefined;
+  /** Pull read-ahead outcomes for /metrics (`withReadAhead`); left out when absent. */
+  readAheadStats?: (() => ReadAheadStats) | undefined;
   now?: () => number;
 }
 
@@ -177,6 +180,18 @@ export function createApp(deps: AppDeps): Hono<Env> {
       help: "Billing checks by where the answer came from (cache hit, mana-credits, fail-open)",
       type: "counter",
       samples: () => Object.entries(billing.stats()).map(([outcome, n]) => [{ outcome }, n]),
+    });
+  }
+  if (deps.readAheadStats) {
+    const stats = deps.readAheadStats;
+    metrics.register({
+      name: "mana_sync_pull_read_ahead_total",
+      help: "Pages read ahead for a pull: taken by the next pull (hit) or not (wasted)",
+      type: "counter",
+      samples: () => {
+        const { hits, wasted } = stats();
+        return [[{ result: "hit" }, hits], [{ result: "wasted" }, wasted]];
+      },
     });
   }
   if (deps.dbStats) {

@@ -12,6 +12,7 @@ import { createLogger } from "../src/log.ts";
 import { Hub } from "../src/realtime/hub.ts";
 import type { BackupStore } from "../src/store/backup_store.ts";
 import type { SyncStore } from "../src/store/sync_store.ts";
+import { parseMetrics } from "./helpers/metrics.ts";
 
 const dataDir = await Deno.makeTempDir();
 const keys = await loadDevKeys(dataDir);
@@ -123,13 +124,7 @@ Deno.test("createApp() checks the token before touching the store", async () => 
 
 /** `/metrics` of `app` as series → value. */
 async function series(app: ReturnType<typeof appWith>["app"]): Promise<Map<string, number>> {
-  const text = await (await app.request("/metrics")).text();
-  return new Map(
-    text.split("\n").filter((l) => l !== "" && !l.startsWith("#")).map((l) => {
-      const at = l.lastIndexOf(" ");
-      return [l.slice(0, at), Number(l.slice(at + 1))];
-    }),
-  );
+  return parseMetrics(await (await app.request("/metrics")).text());
 }
 
 Deno.test("createApp() labels requests with the route pattern, a fixed label when none matched", async () => {

@@ -8,21 +8,8 @@ import { Device } from "../helpers/client.ts";
 import { POSTGRES_URL } from "../helpers/databases.ts";
 import { startJwksServer } from "../helpers/jwks_server.ts";
 import { eventually, WsClient } from "../helpers/realtime_clients.ts";
+import { scrape } from "../helpers/metrics.ts";
 import { startServer } from "../helpers/server_process.ts";
-
-/** `/metrics` as series (`name{labels}`) → value, after checking every line's shape. */
-async function scrape(url: string): Promise<Map<string, number>> {
-  const response = await fetch(`${url}/metrics`);
-  assert.equal(response.headers.get("content-type"), "text/plain; version=0.0.4");
-  const series = new Map<string, number>();
-  for (const line of (await response.text()).split("\n")) {
-    if (line === "" || line.startsWith("# HELP ") || line.startsWith("# TYPE ")) continue;
-    const m = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
-    assert.ok(m, `a sample line: ${JSON.stringify(line)}`);
-    series.set(m[1]!, Number(m[2]));
-  }
-  return series;
-}
 
 const requests = (method: string, route: string, status: number) =>
   `mana_sync_http_requests_total{method="${method}",route="${route}",status="${status}"}`;

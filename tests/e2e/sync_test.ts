@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { Device, taskInsert } from "../helpers/client.ts";
 import { startJwksServer } from "../helpers/jwks_server.ts";
+import { scrape } from "../helpers/metrics.ts";
 import { startServer } from "../helpers/server_process.ts";
 
 Deno.test("sync API end to end", async (t) => {
@@ -70,9 +71,13 @@ Deno.test("sync API end to end", async (t) => {
         }
         assert.equal(expected.length, 2500);
         const reader = await device(user, "reader");
+        const hits = async () =>
+          (await scrape(server.url)).get('mana_sync_pull_read_ahead_total{result="hit"}') ?? 0;
+        const hitsBefore = await hits();
         const { changes, pages } = await reader.pullAll("tasks");
         assert.equal(pages, 3);
         assert.deepEqual(changes.map((c) => c.eventId), expected);
+        assert.equal(await hits() - hitsBefore, 2, "pages 2 and 3 were read ahead");
 
         // Push delta pages too (this server returns at most 1000 per push).
         const seen: string[] = [];
