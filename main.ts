@@ -94,9 +94,11 @@ const billing = config.manaCreditsUrl
   })
   : undefined;
 
+/** Set by SIGTERM/SIGINT (see the drain below). */
+let stopping = false;
 const store = withReadAhead(createSyncStore(db), {
-  // Speculative reads only while at least half of the pool is free.
-  busy: () => dbStats().inFlight * 2 >= dbStats().poolMax,
+  // Speculative reads only while at least half of the pool is free, and none while draining.
+  busy: () => stopping || dbStats().inFlight * 2 >= dbStats().poolMax,
 });
 const app = createApp({
   config,
@@ -114,7 +116,6 @@ const app = createApp({
 
 /** Handlers running now (a streaming response's body may outlive its handler). */
 const handling = new Set<Promise<Response>>();
-let stopping = false;
 const server = Deno.serve({
   port: config.port,
   hostname: config.host,

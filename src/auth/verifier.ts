@@ -23,8 +23,9 @@ export interface VerifierOptions {
    * trusted until the token's `exp`, and for at most `cacheSeconds`.
    */
   cacheSize?: number;
-  /** Longest a verification is remembered (default 60 s): how late a removed key stops working. */
+  /** Longest a verification is remembered (default 60 s). */
   cacheSeconds?: number;
+  /** The clock of `exp`/`nbf` checks and of the cache. */
   now?: () => number;
 }
 
@@ -66,7 +67,7 @@ export function createVerifier(keys: KeySource, options: VerifierOptions = {}): 
           throw new SyncError(401, "unauthorized", `Invalid token: unknown key "${header.kid}"`);
         }
         return key;
-      }, checks);
+      }, { ...checks, currentDate: new Date(now()) });
       if (typeof payload.sub !== "string" || payload.sub === "") {
         throw new SyncError(401, "unauthorized", "Invalid token: no sub claim");
       }

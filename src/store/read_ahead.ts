@@ -7,9 +7,9 @@
  * A page read earlier is still a correct answer: stamps are unique and in commit order (see
  * sync_store.ts), so no change can appear later at or before a `syncedUntil` already handed out,
  * and a page that is served late only means the client comes back for what followed sooner than
- * it would have. Pages read ahead are kept for at most `maxAgeMs` (older ones are read again) and
- * at most `maxPages` at once (oldest dropped); a read that failed is never served, and nothing is
- * read ahead while the database is busy.
+ * it would have. A page read ahead is dropped after `maxAgeMs` (a pull then reads for itself), at
+ * most `maxPages` are held at once (oldest dropped first), a read that failed is never served, and
+ * nothing is read ahead while the database is busy.
  */
 import type { Page, PullInput, SyncStore } from "./sync_store.ts";
 
@@ -28,11 +28,15 @@ export interface ReadAheadStats {
   hits: number;
   /** Pages read ahead that nobody took (expired, dropped or failed). */
   wasted: number;
+  /** Pages held now. */
+  held: number;
 }
 
 interface Ahead {
   at: number;
   page: Promise<Page | undefined>;
+  /** Drops the page once `maxAgeMs` has passed (an unreferenced timer: it never holds exit). */
+  timer: ReturnType<typeof setTimeout>;
 }
 
 /** `store` with read-ahead on `pull`; `push` is unchanged. */
@@ -42,29 +46,43 @@ export function withReadAhead(
 ): SyncStore & { stats(): ReadAheadStats } {
   const { maxPages = 32, maxAgeMs = 5_000, busy = () => false, now = Date.now } = options;
   const ahead = new Map<string, Ahead>();
-  const stats: ReadAheadStats = { hits: 0, wasted: 0 };
+  const stats = { hits: 0, wasted: 0 };
   const keyOf = (p: PullInput) =>
     JSON.stringify([p.userId, p.appId, p.clientId, p.table, p.since, p.pageSize]);
+
+  /** Removes a page; `taken` when a pull has it, else it counts as wasted. */
+  function remove(key: string, entry: Ahead, taken = false) {
+    ahead.delete(key);
+    clearTimeout(entry.timer);
+    if (!taken) stats.wasted++;
+  }
 
   function readAhead(next: PullInput) {
     if (maxPages <= 0 || busy()) return;
     const key = keyOf(next);
     if (ahead.has(key)) return;
     while (ahead.size >= maxPages) {
-      ahead.delete(ahead.keys().next().value!);
-      stats.wasted++;
+      const [oldest, entry] = ahead.entries().next().value!;
+      remove(oldest, entry);
     }
     // A failed read is not served: the request that would have taken it reads for itself.
     const page = store.pull(next).catch(() => undefined);
-    ahead.set(key, { at: now(), page });
+    const timer = setTimeout(() => {
+      if (ahead.get(key) === entry) remove(key, entry);
+    }, maxAgeMs);
+    Deno.unrefTimer(Number(timer)); // Deno's timers are numbers (the types are Node's here)
+    const entry: Ahead = { at: now(), page, timer };
+    ahead.set(key, entry);
   }
 
   async function take(input: PullInput): Promise<Page | undefined> {
     const key = keyOf(input);
     const entry = ahead.get(key);
     if (entry === undefined) return undefined;
-    ahead.delete(key);
-    const page = now() - entry.at <= maxAgeMs ? await entry.page : undefined;
+    const fresh = now() - entry.at <= maxAgeMs;
+    remove(key, entry, fresh);
+    if (!fresh) return undefined;
+    const page = await entry.page;
     if (page === undefined) stats.wasted++;
     else stats.hits++;
     return page;
@@ -77,6 +95,6 @@ export function withReadAhead(
       if (page.hasMore) readAhead({ ...input, since: page.syncedUntil });
       return page;
     },
-    stats: () => ({ ...stats }),
+    stats: () => ({ ...stats, held: ahead.size }),
   };
 }
