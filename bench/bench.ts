@@ -34,6 +34,8 @@ const BATCH = 200;
 const PULL_CHANGES = env("BENCH_PULL_CHANGES", 100_000);
 const COST_MAX = env("BENCH_COST_MAX", 1_000_000);
 const LATENCY_SECONDS = env("BENCH_LATENCY_SECONDS", 20);
+/** Pushes per second of the steady load; default half the peak measured by the push scenario. */
+const LATENCY_RATE = env("BENCH_LATENCY_RATE", 0);
 const STREAMS = env("BENCH_STREAMS", 0);
 /** BENCH_ONLY=push,latency,pull,cost runs a subset (latency needs push for its rate). */
 const ONLY = new Set(
@@ -56,8 +58,10 @@ url.pathname = `/${dbName}`;
 const DATABASE_URL = url.href;
 const jwks = await startJwksServer();
 const PROFILE = Deno.env.get("BENCH_CPU_PROF"); // a directory: the server writes a .cpuprofile
+/** BENCH_DENO_FLAGS: more flags for the server's `deno run` (e.g. `--v8-flags=…`), space-separated. */
+const EXTRA_FLAGS = (Deno.env.get("BENCH_DENO_FLAGS") ?? "").split(" ").filter((f) => f !== "");
 const server = await startServer({ JWKS_URL: jwks.url, DATABASE_URL }, {
-  denoFlags: PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE}`] : [],
+  denoFlags: [...(PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE}`] : []), ...EXTRA_FLAGS],
 });
 const sql = postgres(DATABASE_URL, { max: POOL, onnotice: () => {} });
 
@@ -333,7 +337,8 @@ async function costPerChange() {
  * into PostgreSQL (insert of the log rows, one SELECT per pull page).
  */
 async function latency(peakChangesPerSecond: number) {
-  const pushesPerSecond = Math.max(1, Math.round(peakChangesPerSecond / 2 / BATCH));
+  const pushesPerSecond = LATENCY_RATE ||
+    Math.max(1, Math.round(peakChangesPerSecond / 2 / BATCH));
   const workload = {
     users: 100,
     devicesPerUser: 2,
@@ -389,7 +394,8 @@ try {
   };
   // Warm-up (JIT, prepared statements, caches), not reported.
   await pushIngest(false, -1);
-  if (ONLY.has("push") || ONLY.has("latency")) {
+  let peak = 0;
+  if (ONLY.has("push") || (ONLY.has("latency") && !LATENCY_RATE)) {
     const distinct = await pushIngest(false, 0);
     const shared = await pushIngest(true, 0);
     results.pushIngest = { distinctUsers: distinct, sharedUser: shared };
@@ -397,18 +403,20 @@ try {
       "push, distinct users": distinct,
       "push, one shared user": shared,
     });
-    if (ONLY.has("latency")) {
-      const steady = await latency(distinct.perSecond);
-      results.latency = steady;
-      console.log(
-        `steady load: ${steady.pushesPerSecond} pushes/s of ${BATCH} changes (half the peak)`,
-      );
-      console.table({ push: steady.push, pull: steady.pull });
-      console.log(
-        `CPU busy (all cores): ${steady.cpu.machineBusy} under the server's load, ` +
-          `${steady.cpu.rawMachineBusy} under the raw replay; server ${steady.cpu.serverCores} cores`,
-      );
-    }
+    peak = distinct.perSecond;
+  }
+  if (ONLY.has("latency")) {
+    const steady = await latency(peak);
+    results.latency = steady;
+    console.log(
+      `steady load: ${steady.pushesPerSecond} pushes/s of ${BATCH} changes` +
+        (LATENCY_RATE ? "" : " (half the peak)"),
+    );
+    console.table({ push: steady.push, pull: steady.pull });
+    console.log(
+      `CPU busy (all cores): ${steady.cpu.machineBusy} under the server's load, ` +
+        `${steady.cpu.rawMachineBusy} under the raw replay; server ${steady.cpu.serverCores} cores`,
+    );
   }
   if (ONLY.has("pull")) {
     const pulled = await firstSync();
