@@ -213,6 +213,12 @@ async function pushIngest(shared: boolean, run: number) {
   };
 }
 
+/** Pulls the server answered from its read-ahead so far (`/metrics`). */
+async function readAheadHits(): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  return Number(/^mana_sync_pull_read_ahead_total\{result="hit"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+}
+
 // ─── pull / first sync ──────────────────────────────────────────────────────────────────────────
 async function firstSync() {
   const userId = "bench-pull";
@@ -225,7 +231,7 @@ async function firstSync() {
     await post(writer, JSON.stringify({ clientId: "writer", changes }));
   }
   const collections = ["lists", "tasks"];
-  const results: { rawMs: number; syncMs: number; cpuMs: number }[] = [];
+  const results: { rawMs: number; syncMs: number; cpuMs: number; pagesReadAhead: number }[] = [];
   for (let run = 0; run < 3; run++) {
     let started = ms();
     let rawRows = 0;
@@ -242,6 +248,7 @@ async function firstSync() {
     const rawMs = ms() - started;
 
     const reader = await client(userId, `reader-${run}`);
+    const hits = await readAheadHits();
     const cpu = await cpuMillis(server.pid);
     started = ms();
     let rows = 0;
@@ -251,10 +258,11 @@ async function firstSync() {
     }
     const syncMs = ms() - started;
     const cpuMs = await cpuMillis(server.pid) - cpu;
+    const pagesReadAhead = await readAheadHits() - hits;
     if (rows !== PULL_CHANGES || rawRows !== PULL_CHANGES) {
       throw new Error(`pulled ${rows} and read ${rawRows} changes, not ${PULL_CHANGES}`);
     }
-    results.push({ rawMs, syncMs, cpuMs });
+    results.push({ rawMs, syncMs, cpuMs, pagesReadAhead });
   }
   const best = (k: "rawMs" | "syncMs" | "cpuMs") => Math.min(...results.map((r) => r[k]));
   return {
@@ -264,6 +272,8 @@ async function firstSync() {
     ratio: round(best("rawMs") / best("syncMs")),
     /** The server's own CPU time (user + system) per 1,000 changes pulled, best run. */
     serverCpuMsPer1k: round(best("cpuMs") / (PULL_CHANGES / 1000), 1),
+    /** Pages served from the read-ahead, per run (of about PULL_CHANGES / PAGE). */
+    pagesReadAhead: results.map((r) => r.pagesReadAhead).join("/"),
   };
 }
 
