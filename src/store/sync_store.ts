@@ -122,6 +122,13 @@ SELECT ${asCursor("k.last_at")} AS clock, p.* FROM k LEFT JOIN LATERAL (
 const PAGE_ALL_TABLES = pageQuery(false);
 const PAGE_ONE_TABLE = pageQuery(true);
 
+/** The reads whose plans must stay index scans as an account grows (tests/store/plans_test.ts). */
+export const READS = {
+  loadState: LOAD_STATE,
+  pageAllTables: PAGE_ALL_TABLES,
+  pageOneTable: PAGE_ONE_TABLE,
+};
+
 type PageRow = Partial<LogRowText> & { clock: string | null; eventId: string | null };
 
 async function readPage(
