@@ -3,6 +3,7 @@
  * WebSocket and backup export are not; exempt apps are never asked about; trouble fails open.
  */
 import assert from "node:assert/strict";
+import { unzip } from "../helpers/backup.ts";
 import { Device, taskInsert } from "../helpers/client.ts";
 import { startCreditsServer } from "../helpers/credits_server.ts";
 import { startJwksServer } from "../helpers/jwks_server.ts";
@@ -75,7 +76,9 @@ Deno.test("billing gate end to end", async (t) => {
           headers: { authorization: `Bearer ${token}` },
         });
         assert.equal(exported.status, 200);
-        await exported.body?.cancel();
+        const archive = new Map(await unzip(new Uint8Array(await exported.arrayBuffer())));
+        assert.equal(archive.get("events.jsonl"), "", "the refused push stored nothing");
+        assert.equal(JSON.parse(archive.get("manifest.json")!).eventCount, 0);
         assert.equal(asked(user), 1, "answered once, then from the cache");
         assert.equal((await phone.push([])).status, 402);
       },
