@@ -13,7 +13,8 @@
  * - cost per change: server CPU time and wall time per 1,000 changes pushed (batches of 200) and
  *   pulled, as one account grows from 1,000 to COST_MAX changes (history seeded in SQL);
  * - latency under a steady mixed load (bench/load.ts, open loop) at half the peak push rate
- *   measured above, against the same schedule replayed straight into PostgreSQL.
+ *   measured above (or BENCH_LATENCY_RATE pushes/s), against the same schedule replayed straight
+ *   into PostgreSQL.
  *
  *   deno task bench          (BENCH_ADMIN_URL: a PostgreSQL server to create the database on)
  */
@@ -36,8 +37,10 @@ const COST_MAX = env("BENCH_COST_MAX", 1_000_000);
 const LATENCY_SECONDS = env("BENCH_LATENCY_SECONDS", 20);
 /** Pushes per second of the steady load; default half the peak measured by the push scenario. */
 const LATENCY_RATE = env("BENCH_LATENCY_RATE", 0);
+if (!(LATENCY_RATE >= 0)) throw new Error("BENCH_LATENCY_RATE must be a number of pushes/s ≥ 0");
 const STREAMS = env("BENCH_STREAMS", 0);
-/** BENCH_ONLY=push,latency,pull,cost runs a subset (latency needs push for its rate). */
+/** BENCH_ONLY=push,latency,pull,cost runs a subset (latency measures the peak first, unless
+ * BENCH_LATENCY_RATE is set). */
 const ONLY = new Set(
   (Deno.env.get("BENCH_ONLY") ?? "push,latency,pull,cost").split(",").map((s) => s.trim()),
 );
@@ -59,7 +62,7 @@ const DATABASE_URL = url.href;
 const jwks = await startJwksServer();
 const PROFILE = Deno.env.get("BENCH_CPU_PROF"); // a directory: the server writes a .cpuprofile
 /** BENCH_DENO_FLAGS: more flags for the server's `deno run` (e.g. `--v8-flags=…`), space-separated. */
-const EXTRA_FLAGS = (Deno.env.get("BENCH_DENO_FLAGS") ?? "").split(" ").filter((f) => f !== "");
+const EXTRA_FLAGS = (Deno.env.get("BENCH_DENO_FLAGS") ?? "").split(/\s+/).filter((f) => f !== "");
 const server = await startServer({ JWKS_URL: jwks.url, DATABASE_URL }, {
   denoFlags: [...(PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE}`] : []), ...EXTRA_FLAGS],
 });
@@ -219,7 +222,9 @@ async function pushIngest(shared: boolean, run: number) {
 /** Pulls the server answered from its read-ahead so far (`/metrics`). */
 async function readAheadHits(): Promise<number> {
   const text = await (await fetch(`${server.url}/metrics`)).text();
-  return Number(/^mana_sync_pull_read_ahead_total\{result="hit"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+  const hits = /^mana_sync_pull_read_ahead_total\{result="hit"\} (\d+)$/m.exec(text)?.[1];
+  if (hits === undefined) throw new Error("/metrics has no mana_sync_pull_read_ahead_total");
+  return Number(hits);
 }
 
 // ─── pull / first sync ──────────────────────────────────────────────────────────────────────────
@@ -348,7 +353,8 @@ async function costPerChange() {
 
 // ─── latency under a steady mixed load ──────────────────────────────────────────────────────────
 /**
- * Open-loop load (bench/load.ts) at half the peak push rate measured above, with as many pulls
+ * Open-loop load (bench/load.ts) at half the peak push rate measured above (or
+ * BENCH_LATENCY_RATE), with as many pulls
  * per second, sockets and streams held open; the raw baseline replays the same schedule straight
  * into PostgreSQL (insert of the log rows, one SELECT per pull page).
  */
@@ -406,7 +412,16 @@ async function latency(peakChangesPerSecond: number) {
 try {
   const results: Record<string, unknown> = {
     machine: await machine(),
-    settings: { devices: DEVICES, batches: BATCHES, batch: BATCH, pool: POOL, page: PAGE },
+    settings: {
+      devices: DEVICES,
+      batches: BATCHES,
+      batch: BATCH,
+      pool: POOL,
+      page: PAGE,
+      only: [...ONLY],
+      latencyRate: LATENCY_RATE || "half the peak",
+      denoFlags: EXTRA_FLAGS,
+    },
   };
   // Warm-up (JIT, prepared statements, caches), not reported.
   await pushIngest(false, -1);

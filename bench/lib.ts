@@ -100,8 +100,9 @@ export async function cpuMillis(pid: number): Promise<number> {
 /** The machine's busy and total CPU time so far, in milliseconds, over all cores (Linux). */
 export async function machineCpuMillis(): Promise<{ busy: number; total: number }> {
   const line = (await Deno.readTextFile("/proc/stat")).split("\n")[0]!;
-  const ticks = line.trim().split(/\s+/).slice(1).map(Number);
-  const total = ticks.reduce((a, b) => a + b, 0);
-  const idle = ticks[3]! + (ticks[4] ?? 0); // idle, iowait
-  return { busy: (total - idle) * 10, total: total * 10 };
+  // user nice system idle iowait irq softirq steal (guest time is already in user and nice)
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/)
+    .slice(1, 9).map(Number) as number[];
+  const busy = user! + nice! + system! + irq! + softirq!;
+  return { busy: busy * 10, total: (busy + idle! + iowait! + steal!) * 10 };
 }
