@@ -20,7 +20,6 @@ export interface ReadAheadOptions {
   maxAgeMs?: number;
   /** True while the database has no room for speculative reads. */
   busy?: () => boolean;
-  now?: () => number;
 }
 
 export interface ReadAheadStats {
@@ -33,7 +32,6 @@ export interface ReadAheadStats {
 }
 
 interface Ahead {
-  at: number;
   page: Promise<Page | undefined>;
   /** Drops the page once `maxAgeMs` has passed (an unreferenced timer: it never holds exit). */
   timer: ReturnType<typeof setTimeout>;
@@ -44,7 +42,7 @@ export function withReadAhead(
   store: SyncStore,
   options: ReadAheadOptions = {},
 ): SyncStore & { stats(): ReadAheadStats } {
-  const { maxPages = 32, maxAgeMs = 5_000, busy = () => false, now = Date.now } = options;
+  const { maxPages = 32, maxAgeMs = 5_000, busy = () => false } = options;
   const ahead = new Map<string, Ahead>();
   const stats = { hits: 0, wasted: 0 };
   const keyOf = (p: PullInput) =>
@@ -71,17 +69,15 @@ export function withReadAhead(
       if (ahead.get(key) === entry) remove(key, entry);
     }, maxAgeMs);
     Deno.unrefTimer(Number(timer)); // Deno's timers are numbers (the types are Node's here)
-    const entry: Ahead = { at: now(), page, timer };
+    const entry: Ahead = { page, timer };
     ahead.set(key, entry);
   }
 
   async function take(input: PullInput): Promise<Page | undefined> {
     const key = keyOf(input);
     const entry = ahead.get(key);
-    if (entry === undefined) return undefined;
-    const fresh = now() - entry.at <= maxAgeMs;
-    remove(key, entry, fresh);
-    if (!fresh) return undefined;
+    if (entry === undefined) return undefined; // never read, taken, or dropped by its timer
+    remove(key, entry, true);
     const page = await entry.page;
     if (page === undefined) stats.wasted++;
     else stats.hits++;
